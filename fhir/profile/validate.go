@@ -1,0 +1,159 @@
+package profile
+
+import (
+	"strings"
+
+	"github.com/ems-broker/ems/fhir"
+	"github.com/ems-broker/ems/fhir/profile/internal/rules"
+)
+
+// Validate checks resource (located at at, e.g. "Bundle.entry[2].resource")
+// against the base STU3 definition of its type, the given profiles and every
+// known profile it names in meta.profile. A meta.profile the validator does
+// not know gives a warning, not an error. resolve, when not nil, finds
+// references inside the message (see ValidateBundle); without it local
+// references are not resolved.
+func (v *Validator) Validate(resource *fhir.Node, at fhir.Path, resolve Resolver, profileURLs ...string) []fhir.Issue {
+	w := v.walker(resolve)
+	v.validate(w, resource, at, profileURLs)
+	return w.issues
+}
+
+func (v *Validator) walker(resolve Resolver) *walker {
+	w := &walker{v: v, seen: map[string]struct{}{}}
+	if resolve != nil {
+		w.env.Resolve = resolve
+	}
+	return w
+}
+
+func (v *Validator) validate(w *walker, res *fhir.Node, at fhir.Path, profileURLs []string) {
+	if at == "" {
+		at = fhir.Path(res.ResourceType)
+	}
+	w.env.Resource = res
+	base := v.set.Profiles[v.set.Types[res.ResourceType]]
+	if base == nil || base.Kind != "resource" {
+		w.prof = &rules.Profile{Name: "STU3"}
+		w.errorf("not-supported", at, "resource type '"+res.ResourceType+"' is not supported")
+		return
+	}
+	w.prof = base
+	profiles := []*rules.Profile{base}
+	addProfile := func(url string, loc fhir.Path) {
+		p := v.set.Profiles[url]
+		switch {
+		case p == nil:
+			w.add(fhir.SeverityWarning, fhir.InvalidResource, "not-supported", loc, "unknown profile '"+url+"' not checked")
+			return
+		case p.Type != res.ResourceType:
+			w.errorf("structure", loc, "profile '"+url+"' constrains "+p.Type+", not "+res.ResourceType)
+			return
+		}
+		for _, q := range profiles {
+			if q == p {
+				return
+			}
+		}
+		profiles = append(profiles, p)
+	}
+	for _, u := range profileURLs {
+		addProfile(u, at)
+	}
+	if meta := res.Child("meta"); meta != nil {
+		i := 0
+		for _, c := range meta.Children {
+			if c.Name == "profile" {
+				addProfile(c.Value, at.Field("meta").Index("profile", i))
+				i++
+			}
+		}
+	}
+	for _, p := range profiles {
+		w.resource(res, at, p)
+	}
+}
+
+// BundleOptions say how a message bundle is checked.
+type BundleOptions struct {
+	// Event is the EventType-1 code of the message; when empty it is read
+	// from MessageHeader.event. It selects the profile of each resource
+	// type (EventProfiles).
+	Event string
+}
+
+// ValidateBundle checks a message Bundle and every resource in it: the
+// Bundle against its base definition, each entry's resource against the
+// profile its event requires for its type (EventProfiles) plus the known
+// profiles in its meta.profile. References between entries are resolved
+// through the entries' fullUrls.
+func (v *Validator) ValidateBundle(bundle *fhir.Node, opts BundleOptions) []fhir.Issue {
+	idx := newIndex(bundle)
+	w := v.walker(idx.resolve)
+	w.skipEntries = true
+	v.validate(w, bundle, "Bundle", nil)
+	event := opts.Event
+	entries := bundle.ChildrenNamed("entry")
+	if event == "" {
+		for _, e := range entries {
+			if r := e.Child("resource").Resource(); r != nil && r.ResourceType == "MessageHeader" {
+				event = r.Str("event", "code")
+				break
+			}
+		}
+	}
+	for i, e := range entries {
+		r := e.Child("resource").Resource()
+		if r == nil || w.full {
+			continue
+		}
+		var profiles []string
+		if p := ProfileFor(event, r.ResourceType); p != "" {
+			profiles = append(profiles, p)
+		}
+		v.validate(w, r, fhir.Path("Bundle").Index("entry", i).Field("resource"), profiles)
+	}
+	return w.issues
+}
+
+// index resolves references inside a bundle by fullUrl, and relative
+// "Type/id" references by resource type and id.
+type index struct {
+	byURL map[string]*fhir.Node
+}
+
+func newIndex(bundle *fhir.Node) *index {
+	x := &index{byURL: map[string]*fhir.Node{}}
+	for _, e := range bundle.ChildrenNamed("entry") {
+		r := e.Child("resource").Resource()
+		if r == nil {
+			continue
+		}
+		if u := e.Str("fullUrl"); u != "" {
+			x.byURL[u] = r
+			if !strings.Contains(u, ":") {
+				// A bare uuid fullUrl (a defect of official examples that
+				// must not be rejected) still answers urn:uuid: references.
+				x.byURL["urn:uuid:"+u] = r
+			}
+		}
+		if id := r.Str("id"); id != "" {
+			x.byURL[r.ResourceType+"/"+id] = r
+		}
+	}
+	return x
+}
+
+func (x *index) resolve(ref string) *fhir.Node {
+	if r := x.byURL[ref]; r != nil {
+		return r
+	}
+	// An absolute URL ending in Type/id resolves to the entry with that
+	// type and id (FHIR's bundle resolution rule).
+	if i := strings.LastIndexByte(ref, '/'); i > 0 {
+		if j := strings.LastIndexByte(ref[:i], '/'); j >= 0 {
+			return x.byURL[ref[j+1:]]
+		}
+	}
+	return nil
+}
