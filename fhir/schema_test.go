@@ -1,0 +1,101 @@
+package fhir
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSchemaLoadTime(t *testing.T) {
+	start := time.Now()
+	s, err := parseSchema(stu3Schema)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("schema: %d bytes embedded, %d resource types, parsed in %v", len(stu3Schema), len(s.resources), took)
+	if len(s.resources) != 117 {
+		t.Errorf("%d concrete resource types, want 117 (119 STU3 resource definitions less the abstract Resource and DomainResource)", len(s.resources))
+	}
+	if took > 250*time.Millisecond {
+		t.Errorf("schema took %v to load; start-up must stay well under a second", took)
+	}
+}
+
+func TestLookupElement(t *testing.T) {
+	tests := []struct {
+		typ, path string
+		repeats   bool
+		typeName  string
+		order     int
+		attr      bool
+	}{
+		{"Bundle", "entry", true, "Bundle.entry", 8, false},
+		{"Bundle", "entry.resource", false, "Resource", 5, false},
+		{"Bundle", "entry.link", true, "Bundle.link", 3, false}, // contentReference #Bundle.link
+		{"Bundle", "entry.link.relation", false, "string", 3, false},
+		{"Bundle", "total", false, "unsignedInt", 6, false},
+		{"Patient", "name.given", true, "string", 5, false},
+		{"Patient", "identifier.value", false, "string", 5, false},
+		{"Patient", "contained", true, "Resource", 5, false},
+		{"Patient", "extension.url", false, "uri", 2, true},
+		{"Patient", "name.id", false, "string", 0, true},
+		{"Patient", "id", false, "id", 0, false}, // Resource.id is an element, not an attribute
+		{"Observation", "valueQuantity.value", false, "decimal", 2, false},
+		{"Observation", "valueQuantity", false, "Quantity", 18, false},
+		{"Extension", "valueHumanName.given", true, "string", 5, false},
+		{"Extension", "valueAge.value", false, "decimal", 2, false},
+		{"Questionnaire", "item.item.item.linkId", false, "string", 3, false}, // recursive contentReference
+		{"Timing", "repeat.boundsPeriod.start", false, "dateTime", 2, false},  // Element-typed backbone in a datatype
+		{"MessageHeader", "source.name", false, "string", 3, false},
+		{"Meta", "profile", true, "uri", 4, false},
+	}
+	for _, tt := range tests {
+		c, ok := LookupElement(tt.typ, tt.path)
+		if !ok {
+			t.Errorf("%s.%s not found", tt.typ, tt.path)
+			continue
+		}
+		if c.Element.Repeats() != tt.repeats || c.Type.Name != tt.typeName || c.Element.Order != tt.order || c.Element.Attr != tt.attr {
+			t.Errorf("%s.%s: repeats %v type %s order %d attr %v; want %v %s %d %v", tt.typ, tt.path,
+				c.Element.Repeats(), c.Type.Name, c.Element.Order, c.Element.Attr, tt.repeats, tt.typeName, tt.order, tt.attr)
+		}
+	}
+	for _, bad := range []string{"Patient.colour", "Patient.name.colour", "Patient.value", "Nope.id", "Observation.valueFoo", "Patient.gender.value"} {
+		typ, path, _ := strings.Cut(bad, ".")
+		if _, ok := LookupElement(typ, path); ok {
+			t.Errorf("%s resolved", bad)
+		}
+	}
+	if c, _ := LookupElement("Extension", "valueAge"); c.TypeCode != "Age" || c.Type.Name != "Age" {
+		t.Errorf("valueAge: TypeCode %q type %s", c.TypeCode, c.Type.Name)
+	}
+	if LookupType("SimpleQuantity") != LookupType("Quantity") {
+		t.Error("SimpleQuantity must share Quantity's structure")
+	}
+	if !IsResourceType("Patient") || IsResourceType("DomainResource") || IsResourceType("HumanName") || IsResourceType("Bundle.entry") {
+		t.Error("IsResourceType")
+	}
+	if LookupType("decimal").JSON != JSONNumber || LookupType("positiveInt").JSON != JSONNumber ||
+		LookupType("boolean").JSON != JSONBoolean || LookupType("dateTime").JSON != JSONString {
+		t.Error("primitive JSON kinds")
+	}
+}
+
+func TestWalkLocations(t *testing.T) {
+	n, err := ParseXML(readFile(t, "testdata/examples/nems/PDS-Change-Of-GP-ems-example.xml"), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var locs []string
+	Walk(n, func(k *Node, loc Path, el *Element, typ *Type) bool {
+		if k.Name == "value" && typ.Name == "string" {
+			locs = append(locs, loc.String()+"="+k.Value)
+		}
+		return true
+	})
+	want := "Bundle.entry[0].resource.extension[0].extension[0].valueIdentifier.value=9912003888"
+	if len(locs) == 0 || locs[0] != want {
+		t.Fatalf("first identifier value location %v, want %s", locs, want)
+	}
+}
