@@ -1,0 +1,254 @@
+// Command emsd is the events management service: the FHIR publish and
+// Subscription APIs in front of an embedded (or external) NATS JetStream and
+// a bbolt store.
+//
+// It is the composition root: it reads the configuration, opens the stores,
+// wires the packages together and owns the process lifecycle. The packages
+// themselves know nothing of flags, files or signals.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ems-broker/ems/broker"
+	"github.com/ems-broker/ems/config"
+	"github.com/ems-broker/ems/fhir"
+	"github.com/ems-broker/ems/fhir/catalog"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	if len(args) > 0 && args[0] == "version" {
+		fmt.Println("emsd", version)
+		return 0
+	}
+	cfg, err := config.Parse(args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "emsd:", err)
+		return 2
+	}
+	log := newLogger(cfg.Log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("emsd stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stdout, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stdout, opts))
+}
+
+// teardown runs registered closers in reverse order of registration.
+type teardown []func()
+
+func (t *teardown) add(f func()) { *t = append(*t, f) }
+func (t teardown) run() {
+	for i := len(t) - 1; i >= 0; i-- {
+		t[i]()
+	}
+}
+
+// serve runs the service until ctx is cancelled.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	started := time.Now()
+	var down teardown
+	defer down.run()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+
+	cat, err := catalog.Default().Apply(eventOverrides(cfg.Events))
+	if err != nil {
+		return fmt.Errorf("configuring events: %w", err)
+	}
+
+	db, err := bolt.Open(cfg.Bbolt.Path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return fmt.Errorf("opening bbolt %s (is another emsd running on this data dir?): %w", cfg.Bbolt.Path, err)
+	}
+	down.add(func() {
+		if err := db.Close(); err != nil {
+			log.Error("closing bbolt", "err", err)
+		}
+	})
+
+	nc, err := connectNATS(natsOptions{
+		URLs:            cfg.NATS.Servers(),
+		CredentialsFile: cfg.NATS.CredentialsFile,
+		StoreDir:        cfg.NATS.Embedded.StoreDir,
+		ClientListen:    cfg.NATS.Embedded.ClientListen,
+		SyncAlways:      cfg.NATS.Embedded.Sync == config.SyncAlways,
+		SyncInterval:    cfg.NATS.Embedded.SyncInterval,
+		MaxMemory:       int64(cfg.NATS.Embedded.MaxMemory),
+		MaxStore:        int64(cfg.NATS.Embedded.MaxStore),
+	}, log)
+	if err != nil {
+		return err
+	}
+	down.add(nc.Close)
+	js, err := jetstream.New(nc.nc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := broker.EnsureStream(setupCtx, js, broker.StreamConfig{
+		Name:            cfg.NATS.EventsStream.Name,
+		Retention:       cfg.NATS.EventsStream.Retention,
+		DuplicateWindow: cfg.NATS.EventsStream.DuplicateWindow,
+		Replicas:        cfg.NATS.EventsStream.Replicas,
+		MaxBytes:        int64(cfg.NATS.EventsStream.MaxBytes),
+	}); err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	publish, err := broker.NewHandler(broker.Options{
+		Publisher:      broker.NewJetStreamPublisher(js),
+		Catalog:        cat,
+		Logger:         log.With("component", "broker"),
+		Registerer:     reg,
+		MaxBodyBytes:   int64(cfg.Publish.MaxBodyBytes),
+		AllowJSON:      cfg.Publish.AllowJSON,
+		CheckNHSNumber: cfg.Publish.CheckNHSNumber,
+		MaxIssues:      cfg.Publish.MaxIssues,
+	})
+	if err != nil {
+		return err
+	}
+
+	ready := func() error {
+		if nc.nc.Status().String() != "CONNECTED" {
+			return fmt.Errorf("nats connection is %s", nc.nc.Status())
+		}
+		if _, err := js.AccountInfo(ctx); err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		return db.View(func(*bolt.Tx) error { return nil })
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle(broker.ProcessMessagePath, publish)
+	mux.HandleFunc("GET /STU3/metadata", func(w http.ResponseWriter, r *http.Request) {
+		writeResource(w, r, http.StatusOK, capabilityStatement(version, started, cat, cfg.Publish.AllowJSON))
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+
+	public, err := listen(cfg.Listen, "listen")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		ReadTimeout:       cfg.HTTP.ReadTimeout,
+		WriteTimeout:      cfg.HTTP.WriteTimeout,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(public) }()
+
+	readyAttrs := []any{"http", public.Addr().String(), "version", version, "data_dir", cfg.DataDir,
+		"startup_ms", time.Since(started).Milliseconds()}
+	if nc.srv != nil && cfg.NATS.Embedded.ClientListen != "" {
+		readyAttrs = append(readyAttrs, "nats", nc.srv.ClientURL())
+	} else if nc.srv == nil {
+		readyAttrs = append(readyAttrs, "nats", nc.nc.ConnectedUrlRedacted())
+	}
+	log.Info("emsd ready", readyAttrs...)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("public HTTP server: %w", err)
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", cfg.HTTP.ShutdownTimeout)
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+	defer cancelShutdown()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("HTTP shutdown incomplete", "err", err)
+	}
+	log.Info("emsd stopped")
+	return nil
+}
+
+// listen opens a TCP listener, naming the config key on failure.
+func listen(addr, key string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", key, addr, err)
+	}
+	return l, nil
+}
+
+// eventOverrides maps the configuration's event table onto the catalogue.
+func eventOverrides(events map[string]config.Event) map[string]catalog.Override {
+	out := make(map[string]catalog.Override, len(events))
+	for code, e := range events {
+		out[code] = catalog.Override{
+			Enabled:         e.Enabled,
+			State:           catalog.State(e.State),
+			DeprecationDate: e.DeprecationDate.Time,
+			InfoURL:         e.InfoURL,
+		}
+	}
+	return out
+}
+
+// writeResource answers with a resource in the negotiated format.
+func writeResource(w http.ResponseWriter, r *http.Request, status int, n *fhir.Node) {
+	format := broker.NegotiateResponse(r)
+	body, err := fhir.Marshal(n, format, true)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", format.ContentType())
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
