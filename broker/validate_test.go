@@ -413,7 +413,7 @@ func TestRelaxedNHSNumber(t *testing.T) {
 
 func TestWithdrawnAndDeprecated(t *testing.T) {
 	cat, err := catalog.Default().Apply(map[string]catalog.Override{
-		"vaccinations-1":     {State: catalog.Withdrawn},
+		"vaccinations-1":    {State: catalog.Withdrawn},
 		"newborn-hearing-1": {State: catalog.Deprecated},
 	})
 	if err != nil {

@@ -11,7 +11,9 @@ import (
 // GET /STU3/metadata. It is built from the catalogue so that it never
 // disagrees with what the server actually accepts.
 func capabilityStatement(version string, started time.Time, cat *catalog.Catalog, allowJSON bool) *fhir.Node {
-	n := func(name string, children ...*fhir.Node) *fhir.Node { return &fhir.Node{Name: name, Children: children} }
+	n := func(name string, children ...*fhir.Node) *fhir.Node {
+		return &fhir.Node{Name: name, Children: children}
+	}
 	p := fhir.Prim
 	formats := []*fhir.Node{p("format", "application/fhir+xml")}
 	if allowJSON {
