@@ -147,6 +147,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		AllowJSON:      cfg.Publish.AllowJSON,
 		CheckNHSNumber: cfg.Publish.CheckNHSNumber,
 		MaxIssues:      cfg.Publish.MaxIssues,
+		Authorizer:     publishRegistry(cfg.Registry),
 	})
 	if err != nil {
 		return err
@@ -238,6 +239,17 @@ func eventOverrides(events map[string]config.Event) map[string]catalog.Override 
 		}
 	}
 	return out
+}
+
+// publishRegistry maps the registry's publish grants onto the broker.
+func publishRegistry(r config.Registry) *broker.RegistryAuthorizer {
+	grants := map[string]broker.PublisherGrant{}
+	for asid, sys := range r.ASIDs {
+		if len(sys.PublishEvents) > 0 {
+			grants[asid] = broker.PublisherGrant{ODS: sys.ODS, Events: sys.PublishEvents}
+		}
+	}
+	return &broker.RegistryAuthorizer{Grants: grants}
 }
 
 // writeResource answers with a resource in the negotiated format.
