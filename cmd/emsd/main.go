@@ -245,9 +245,9 @@ func eventOverrides(events map[string]config.Event) map[string]catalog.Override 
 func publishRegistry(r config.Registry) *broker.RegistryAuthorizer {
 	grants := map[string]broker.PublisherGrant{}
 	for asid, sys := range r.ASIDs {
-		if len(sys.PublishEvents) > 0 {
-			grants[asid] = broker.PublisherGrant{ODS: sys.ODS, Events: sys.PublishEvents}
-		}
+		// Every registered system is listed, granted or not: a registry
+		// holding only subscribers must not leave publishing open.
+		grants[asid] = broker.PublisherGrant{ODS: sys.ODS, Events: sys.PublishEvents}
 	}
 	return &broker.RegistryAuthorizer{Grants: grants}
 }
