@@ -11,10 +11,9 @@ import (
 type bundle struct {
 	root    *fhir.Node
 	entries []entry
-	// byURL maps every form a reference to an entry may take: its fullUrl,
-	// the bare uuid of a urn:uuid: fullUrl (and the urn:uuid: form of a bare
-	// uuid fullUrl, which two official PDS examples use), and
-	// "Type/id".
+	// byURL maps each entry's fullUrl, without a urn:uuid: prefix, so that
+	// "urn:uuid:X" finds an entry whose fullUrl is a bare X (two official
+	// PDS examples) and the reverse.
 	byURL map[string]*entry
 }
 
@@ -26,49 +25,50 @@ type entry struct {
 }
 
 func indexBundle(root *fhir.Node) *bundle {
-	b := &bundle{root: root, byURL: map[string]*entry{}}
-	for i, e := range root.ChildrenNamed("entry") {
+	b := &bundle{root: root}
+	for _, e := range root.Children {
+		if e.Name != "entry" {
+			continue
+		}
+		n := len(b.entries)
 		b.entries = append(b.entries, entry{
-			index:    i,
+			index:    n,
 			fullURL:  e.Str("fullUrl"),
 			resource: e.Child("resource").Resource(),
-			at:       fhir.Path("Bundle").Index("entry", i).Field("resource"),
 		})
 	}
+	b.byURL = make(map[string]*entry, len(b.entries))
 	for i := range b.entries {
 		e := &b.entries[i]
-		add := func(k string) {
-			if _, dup := b.byURL[k]; k != "" && !dup {
-				b.byURL[k] = e
-			}
-		}
-		add(e.fullURL)
-		if uuid, ok := strings.CutPrefix(e.fullURL, "urn:uuid:"); ok {
-			add(uuid)
-		} else if looksLikeUUID(e.fullURL) {
-			add("urn:uuid:" + e.fullURL)
-		}
-		if e.resource != nil {
-			if id := e.resource.Str("id"); id != "" {
-				add(e.resource.ResourceType + "/" + id)
-			}
+		e.at = fhir.Path("Bundle").Index("entry", e.index).Field("resource")
+		k := strings.TrimPrefix(e.fullURL, "urn:uuid:")
+		if _, dup := b.byURL[k]; k != "" && !dup {
+			b.byURL[k] = e
 		}
 	}
 	return b
 }
 
-// resolve finds the entry a reference points at inside the bundle.
+// resolve finds the entry a reference points at inside the bundle: by
+// fullUrl, or by "Type/id" (relative, or the tail of an absolute RESTful
+// URL), following the FHIR bundle resolution rules.
 func (b *bundle) resolve(ref string) *entry {
-	if e, ok := b.byURL[ref]; ok {
+	if ref == "" {
+		return nil
+	}
+	if e, ok := b.byURL[strings.TrimPrefix(ref, "urn:uuid:")]; ok {
 		return e
 	}
-	// An absolute RESTful URL ending in Type/id resolves to the entry with
-	// that type and id (FHIR bundle resolution rules, §2.36.4.1).
-	if i := strings.LastIndex(ref, "/"); i > 0 {
-		if j := strings.LastIndex(ref[:i], "/"); j >= 0 {
-			if e, ok := b.byURL[ref[j+1:]]; ok {
-				return e
-			}
+	slash := strings.LastIndexByte(ref, '/')
+	if slash <= 0 {
+		return nil
+	}
+	id := ref[slash+1:]
+	typ := ref[strings.LastIndexByte(ref[:slash], '/')+1 : slash]
+	for i := range b.entries {
+		r := b.entries[i].resource
+		if r != nil && r.ResourceType == typ && r.Str("id") == id {
+			return &b.entries[i]
 		}
 	}
 	return nil

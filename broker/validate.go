@@ -603,48 +603,80 @@ func cardinality(a count) string {
 	}
 }
 
-// checkDateTimes finds every dateTime or instant with a time part anywhere in
-// the bundle and checks its zone offset (publish.md §4.5). A value is taken
-// for a dateTime by its shape, "YYYY-MM-DDT", which no other FHIR primitive
-// a message carries has.
+// checkDateTimes checks the zone offset of every dateTime and instant in the
+// bundle (publish.md §4.5), finding them by their STU3 element types. The
+// walk builds no location strings unless it has something to report: it
+// runs on every message.
 func checkDateTimes(c *checker, root *fhir.Node) {
-	var walk func(n *fhir.Node, at fhir.Path)
-	walk = func(n *fhir.Node, at fhir.Path) {
-		counts := map[string]int{}
-		for _, ch := range n.Children {
-			i := counts[ch.Name]
-			counts[ch.Name]++
-			childAt := at.Field(ch.Name)
-			if len(n.ChildrenNamed(ch.Name)) > 1 || ch.Name == "entry" {
-				childAt = at.Index(ch.Name, i)
-			}
-			if ch.ResourceType != "" {
-				walk(ch, at)
-				continue
-			}
-			if ch.HasValue && looksLikeDateTime(ch.Value) {
-				if p := fhir.DateTimeProblem(ch.Value, false); p != "" && !alreadyReported(c, childAt) {
-					c.fail(fhir.InvalidValue, childAt, "%q %s", ch.Value, p)
+	t := fhir.LookupType(root.ResourceType)
+	if t == nil {
+		return
+	}
+	w := dateTimeWalk{c: c, stack: make([]*fhir.Node, 0, 16)}
+	w.stack = append(w.stack, root)
+	w.walk(root, t)
+}
+
+type dateTimeWalk struct {
+	c     *checker
+	stack []*fhir.Node // root ... current node
+}
+
+func (w *dateTimeWalk) walk(n *fhir.Node, t *fhir.Type) {
+	for _, ch := range n.Children {
+		def, ok := t.Child(ch.Name)
+		if !ok || def.Type == nil {
+			continue // unknown elements are the parser's business
+		}
+		w.stack = append(w.stack, ch)
+		switch {
+		case def.Type.Kind == fhir.KindContainer:
+			if r := ch.Resource(); r != nil {
+				if rt := fhir.LookupType(r.ResourceType); rt != nil {
+					w.stack = append(w.stack, r)
+					w.walk(r, rt)
+					w.stack = w.stack[:len(w.stack)-1]
 				}
 			}
-			walk(ch, childAt)
+		case def.Type.Name == "dateTime" || def.Type.Name == "instant":
+			if ch.HasValue {
+				if p := fhir.DateTimeProblem(ch.Value, def.Type.Name == "instant"); p != "" {
+					at := w.path()
+					if !alreadyReported(w.c, at) {
+						w.c.fail(fhir.InvalidValue, at, "%s %q %s", def.Type.Name, ch.Value, p)
+					}
+				}
+			}
+		default:
+			if len(ch.Children) > 0 {
+				w.walk(ch, def.Type)
+			}
 		}
+		w.stack = w.stack[:len(w.stack)-1]
 	}
-	walk(root, "Bundle")
 }
 
-func looksLikeDateTime(v string) bool {
-	return len(v) >= 11 && v[4] == '-' && v[7] == '-' && v[10] == 'T' &&
-		strings.Trim(v[:4], "0123456789") == "" && strings.Trim(v[5:7], "0123456789") == ""
-}
-
-func alreadyReported(c *checker, at fhir.Path) bool {
-	for _, i := range c.issues {
-		if i.Expression == at.String() {
-			return true
+// path renders the location of the top of the stack: repeating elements
+// (by their STU3 definition) get an index, a resource inside its container
+// adds nothing.
+func (w *dateTimeWalk) path() fhir.Path {
+	at := fhir.Path(w.stack[0].ResourceType)
+	t := fhir.LookupType(w.stack[0].ResourceType)
+	for i := 1; i < len(w.stack); i++ {
+		parent, n := w.stack[i-1], w.stack[i]
+		if n.ResourceType != "" && parent.Resource() == n {
+			t = fhir.LookupType(n.ResourceType)
+			continue
 		}
+		def, _ := t.Child(n.Name)
+		if def.Element != nil && def.Element.Repeats() {
+			at = at.Index(n.Name, parent.IndexOf(n))
+		} else {
+			at = at.Field(n.Name)
+		}
+		t = def.Type
 	}
-	return false
+	return at
 }
 
 // capIssues keeps at most max issues (errors first, in order) and says how
@@ -670,4 +702,13 @@ func capIssues(issues []fhir.Issue, max int) []fhir.Issue {
 	out = append(out, fhir.Issue{Severity: fhir.SeverityInformation, Code: fhir.InvalidResource, IssueType: "informational",
 		Diagnostics: fmt.Sprintf("%d further issues were not reported (limit %d)", len(issues)-max, max)})
 	return out
+}
+
+func alreadyReported(c *checker, at fhir.Path) bool {
+	for _, i := range c.issues {
+		if i.Expression == at.String() {
+			return true
+		}
+	}
+	return false
 }
