@@ -52,4 +52,3 @@ func TestRegistryAuthorizer(t *testing.T) {
 		t.Fatalf("stored %d, want 2", info.State.Msgs)
 	}
 }
-
