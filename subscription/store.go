@@ -430,7 +430,9 @@ func (s *Store) Update(id string, ifVersion uint64, actor string, opts CreateOpt
 		if err := mutate(&next); err != nil {
 			return nil, err
 		}
-		if next.Status != old.Status {
+		// An update may send a subscription back for review, never
+		// activate or suspend it: those are lifecycle steps (SetStatus).
+		if next.Status != old.Status && next.Status != StatusRequested {
 			return nil, fmt.Errorf("%w: update cannot change status (%s → %s)", ErrTransition, old.Status, next.Status)
 		}
 		next.ID, next.Created, next.CreatedBy = old.ID, old.Created, old.CreatedBy
@@ -457,11 +459,20 @@ func (s *Store) Update(id string, ifVersion uint64, actor string, opts CreateOpt
 // SetStatus moves a subscription through its lifecycle, bumping versionId
 // and recording who, when and why. Setting the current status is a no-op.
 func (s *Store) SetStatus(id string, to Status, actor, note string) (*Subscription, error) {
+	return s.SetStatusFrom(id, nil, to, actor, note)
+}
+
+// SetStatusFrom is SetStatus that also requires the current status to be
+// one of from (any when empty), checked in the same transaction.
+func (s *Store) SetStatusFrom(id string, from []Status, to Status, actor, note string) (*Subscription, error) {
 	var out *Subscription
 	_, err := s.write(func(tx *bolt.Tx) (*Change, error) {
 		old, err := getTx(tx, id)
 		if err != nil {
 			return nil, err
+		}
+		if len(from) > 0 && !containsStatus(from, old.Status) {
+			return nil, fmt.Errorf("%w: subscription is %s, not %v", ErrTransition, old.Status, from)
 		}
 		if old.Status == to {
 			out = old
@@ -632,4 +643,13 @@ func (s *Store) Count() (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+func containsStatus(list []Status, s Status) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
