@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -293,12 +294,46 @@ func (c *Config) resolveSecrets(env func(string) string, readFile func(string) (
 // Redacted is the configuration as YAML with every secret masked: what
 // `emsd config print` shows.
 func (c Config) Redacted() string {
-	out, err := yaml.Marshal(c)
-	if err != nil {
+	var doc yaml.Node
+	if err := doc.Encode(c); err != nil {
 		// Every field type marshals; this would be a bug in this package.
 		return fmt.Sprintf("# cannot marshal config: %v\n", err)
 	}
+	shortenDurations(&doc, reflect.TypeOf(c))
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		return fmt.Sprintf("# cannot marshal config: %v\n", err)
+	}
 	return string(out)
+}
+
+// shortenDurations rewrites durations as they would be typed (168h, not
+// yaml.v3's 168h0m0s).
+func shortenDurations(n *yaml.Node, t reflect.Type) {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == durationType:
+		if d, err := time.ParseDuration(n.Value); err == nil {
+			n.Value = formatDuration(d)
+		}
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if f, ok := fields[n.Content[i].Value]; ok {
+				shortenDurations(n.Content[i+1], f.Type)
+			}
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			shortenDurations(n.Content[i], t.Elem())
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for _, item := range n.Content {
+			shortenDurations(item, t.Elem())
+		}
+	}
 }
 
 // String is Redacted, so that printing a Config with %v never shows a

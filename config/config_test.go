@@ -244,17 +244,25 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
-	documented := map[string]bool{}
-	collectKeys(doc.Content[0], reflect.TypeOf(Config{}), "", documented)
-	var missing []string
+	shown := map[string]bool{} // key path → has a comment on it or an ancestor
+	collectKeys(doc.Content[0], reflect.TypeOf(Config{}), "", false, shown)
+	var missing, uncommented []string
 	for _, k := range allKeys(reflect.TypeOf(Config{}), "") {
-		if !documented[k] {
+		commented, ok := shown[k]
+		switch {
+		case !ok:
 			missing = append(missing, k)
+		case !commented:
+			uncommented = append(uncommented, k)
 		}
 	}
 	sort.Strings(missing)
+	sort.Strings(uncommented)
 	if len(missing) > 0 {
 		t.Errorf("example.yaml does not show these keys: %s", strings.Join(missing, ", "))
+	}
+	if len(uncommented) > 0 {
+		t.Errorf("example.yaml has no comment on these keys (or on a section above them): %s", strings.Join(uncommented, ", "))
 	}
 }
 
@@ -281,7 +289,7 @@ func allKeys(t reflect.Type, prefix string) []string {
 	return out
 }
 
-func collectKeys(n *yaml.Node, t reflect.Type, prefix string, seen map[string]bool) {
+func collectKeys(n *yaml.Node, t reflect.Type, prefix string, commented bool, seen map[string]bool) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -293,19 +301,23 @@ func collectKeys(n *yaml.Node, t reflect.Type, prefix string, seen map[string]bo
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
 		fields := yamlFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			p := join(prefix, n.Content[i].Value)
-			seen[p] = true
-			if f, ok := fields[n.Content[i].Value]; ok {
-				collectKeys(n.Content[i+1], f.Type, p, seen)
+			k := n.Content[i]
+			p := join(prefix, k.Value)
+			c := commented || k.HeadComment != "" || k.LineComment != ""
+			seen[p] = seen[p] || c
+			if f, ok := fields[k.Value]; ok {
+				collectKeys(n.Content[i+1], f.Type, p, c, seen)
 			}
 		}
 	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			collectKeys(n.Content[i+1], t.Elem(), prefix+".*", seen)
+			k := n.Content[i]
+			c := commented || k.HeadComment != "" || k.LineComment != ""
+			collectKeys(n.Content[i+1], t.Elem(), prefix+".*", c, seen)
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for _, item := range n.Content {
-			collectKeys(item, t.Elem(), prefix+"[]", seen)
+			collectKeys(item, t.Elem(), prefix+"[]", commented, seen)
 		}
 	}
 }
