@@ -80,6 +80,9 @@ type BundleOptions struct {
 	// from MessageHeader.event. It selects the profile of each resource
 	// type (EventProfiles).
 	Event string
+	// Extra adds a profile per resource type on top of the event's (a
+	// deployment requiring, say, EMS-HealthcareService-1).
+	Extra map[string]string
 }
 
 // ValidateBundle checks a message Bundle and every resource in it: the
@@ -91,7 +94,11 @@ func (v *Validator) ValidateBundle(bundle *fhir.Node, opts BundleOptions) []fhir
 	idx := newIndex(bundle)
 	w := v.walker(idx.resolve)
 	w.skipEntries = true
-	v.validate(w, bundle, "Bundle", nil)
+	var bundleProfiles []string
+	if p := opts.Extra["Bundle"]; p != "" {
+		bundleProfiles = append(bundleProfiles, p)
+	}
+	v.validate(w, bundle, "Bundle", bundleProfiles)
 	event := opts.Event
 	entries := bundle.ChildrenNamed("entry")
 	if event == "" {
@@ -109,6 +116,9 @@ func (v *Validator) ValidateBundle(bundle *fhir.Node, opts BundleOptions) []fhir
 		}
 		var profiles []string
 		if p := ProfileFor(event, r.ResourceType); p != "" {
+			profiles = append(profiles, p)
+		}
+		if p := opts.Extra[r.ResourceType]; p != "" {
 			profiles = append(profiles, p)
 		}
 		v.validate(w, r, fhir.Path("Bundle").Index("entry", i).Field("resource"), profiles)

@@ -94,6 +94,12 @@ func (w *walker) element(n *fhir.Node, def *rules.Element, sd *rules.Profile, ty
 	// content reference or the type's own definition.
 	children, csd := def.Children, sd
 	switch {
+	case typ == "Extension" && tsd != nil && tsd.URL != w.v.set.Types["Extension"] && tsd != sd:
+		// An extension's own definition is authoritative: profiles that
+		// unroll an extension slice (CareConnect-EMS-Patient-1) drop the
+		// sub-extension slices it defines.
+		children, csd = tsd.Root.Children, tsd
+		w.invariants(n, tsd.Root, at)
 	case len(children) > 0:
 	case def.ContentRef != "":
 		if ref := w.v.byID[sd][def.ContentRef]; ref != nil {
@@ -190,6 +196,11 @@ func (w *walker) children(n *fhir.Node, defs []*rules.Element, sd *rules.Profile
 			w.errorf("required", at, d.ID+" min "+strconv.Itoa(d.Min)+", found "+strconv.Itoa(count))
 		}
 		if count == 0 {
+			for _, sl := range d.Slices {
+				if sl.Min > 0 {
+					w.errorf("required", at, sl.ID+" min "+strconv.Itoa(sl.Min)+", found 0")
+				}
+			}
 			continue
 		}
 		if d.Max == 0 {
@@ -203,7 +214,8 @@ func (w *walker) children(n *fhir.Node, defs []*rules.Element, sd *rules.Profile
 		if d.Max > 0 && count > d.Max {
 			w.errorf("structure", at, d.ID+" max "+strconv.Itoa(d.Max)+", found "+strconv.Itoa(count))
 		}
-		if d.Slicing != nil && (len(d.Slices) > 0 || d.Name == "extension" || d.Name == "modifierExtension") {
+		if d.Slicing != nil && len(d.Slices) > 0 || d.Name == "extension" || d.Name == "modifierExtension" {
+			// Extensions are always resolved by url, sliced or not.
 			w.sliced(n, d, sd, di, assign, types, at)
 			continue
 		}
@@ -338,6 +350,9 @@ func (w *walker) knownType(suffix string) bool {
 // slice cardinality, closed and ordered slicing.
 func (w *walker) sliced(n *fhir.Node, d *rules.Element, sd *rules.Profile, di int, assign []int, types []string, at fhir.Path) {
 	s := d.Slicing
+	if s == nil {
+		s = &noSlicing
+	}
 	counts := make([]int, len(d.Slices))
 	lastSlice, sawUnmatched := -1, false
 	for i, c := range n.Children {
@@ -400,10 +415,17 @@ func discriminatorText(c *fhir.Node, s *rules.Slicing) string {
 	return strings.Join(parts, "; ")
 }
 
+// noSlicing stands for the slicing of an extension element a definition
+// does not slice: every extension is then resolved by its url.
+var noSlicing = rules.Slicing{Rules: "open"}
+
 // whichSlice returns the first slice whose discriminator values all occur
 // in c, or -1.
 func (w *walker) whichSlice(c *fhir.Node, d *rules.Element) int {
 	s := d.Slicing
+	if s == nil {
+		return -1
+	}
 	var buf [4]string
 next:
 	for k := range d.Slices {
