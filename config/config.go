@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -275,17 +277,59 @@ func (c *Config) finish(env func(string) string) error {
 	return c.Validate()
 }
 
-// resolveSecrets replaces every env:/file: reference by its value.
+// resolveSecrets replaces every env:/file: reference by its value. It finds
+// the Secrets by reflection, so a Secret field added later (MESH mailbox
+// passwords, webhook secrets) cannot be forgotten here.
 func (c *Config) resolveSecrets(env func(string) string, readFile func(string) ([]byte, error)) error {
-	for _, s := range []struct {
-		field  string
-		secret *Secret
-	}{
-		{"admin_token", &c.AdminToken},
-		{"nats.token", &c.NATS.Token},
-	} {
-		if err := s.secret.resolve(env, readFile); err != nil {
-			return &FieldError{Field: s.field, Msg: err.Error()}
+	return eachSecret(reflect.ValueOf(c).Elem(), "", func(s *Secret, field string) error {
+		if err := s.resolve(env, readFile); err != nil {
+			return &FieldError{Field: field, Msg: err.Error()}
+		}
+		return nil
+	})
+}
+
+// eachSecret calls fn for every Secret in v, which must be addressable,
+// with its key path.
+func eachSecret(v reflect.Value, path string, fn func(*Secret, string) error) error {
+	if v.Type() == secretType {
+		return fn(v.Addr().Interface().(*Secret), path)
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return nil
+		}
+		return eachSecret(v.Elem(), path, fn)
+	case reflect.Struct:
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if name == "" || name == "-" || !t.Field(i).IsExported() {
+				continue
+			}
+			if err := eachSecret(v.Field(i), join(path, name), fn); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		for i := 0; i < v.Len(); i++ {
+			if err := eachSecret(v.Index(i), fmt.Sprintf("%s[%d]", path, i), fn); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		// Map values are not addressable: resolve a copy and store it back.
+		// Sorted, so that the first error reported does not vary.
+		keys := v.MapKeys()
+		sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
+		for _, k := range keys {
+			cp := reflect.New(v.Type().Elem()).Elem()
+			cp.Set(v.MapIndex(k))
+			if err := eachSecret(cp, join(path, fmt.Sprint(k)), fn); err != nil {
+				return err
+			}
+			v.SetMapIndex(k, cp)
 		}
 	}
 	return nil

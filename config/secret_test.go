@@ -3,10 +3,12 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -149,5 +151,66 @@ func TestSecretFileThroughLoad(t *testing.T) {
 	}
 	if out := c.Redacted(); !strings.Contains(out, "admin_token: file:"+path) || strings.Contains(out, plaintext) {
 		t.Errorf("Redacted:\n%s", out)
+	}
+}
+
+// TestEachSecretFindsNestedSecrets guards the reflection walk that resolves
+// secrets: a Secret inside a map value, list item or pointer (where MESH
+// mailbox passwords and webhook secrets will live) must be resolved too.
+func TestEachSecretFindsNestedSecrets(t *testing.T) {
+	type inner struct {
+		S Secret `yaml:"s"`
+	}
+	type nested struct {
+		A    Secret           `yaml:"a"`
+		M    map[string]inner `yaml:"m"`
+		L    []inner          `yaml:"l"`
+		P    *inner           `yaml:"p"`
+		Nil  *inner           `yaml:"nil"`
+		skip Secret
+	}
+	ref := func() Secret {
+		var s Secret
+		if err := s.set("env:EMS_TEST_TOKEN"); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	v := nested{
+		A:    ref(),
+		M:    map[string]inner{"x": {ref()}, "y": {ref()}},
+		L:    []inner{{ref()}, {ref()}},
+		P:    &inner{ref()},
+		skip: ref(),
+	}
+	var paths []string
+	err := eachSecret(reflect.ValueOf(&v).Elem(), "", func(s *Secret, path string) error {
+		paths = append(paths, path)
+		return s.resolve(func(string) string { return plaintext }, os.ReadFile)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"a", "m.x.s", "m.y.s", "l[0].s", "l[1].s", "p.s"}
+	if !reflect.DeepEqual(paths, want) {
+		t.Errorf("paths = %q, want %q", paths, want)
+	}
+	for name, s := range map[string]Secret{"a": v.A, "m.x": v.M["x"].S, "m.y": v.M["y"].S, "l[1]": v.L[1].S, "p": v.P.S} {
+		if s.Value() != plaintext {
+			t.Errorf("%s not resolved", name)
+		}
+	}
+	if v.skip.Value() != "" {
+		t.Error("unexported field resolved")
+	}
+
+	// The first failure is reported with its path.
+	c := Default()
+	c.NATS.URL = "nats://127.0.0.1:4222"
+	c.NATS.Token = ref()
+	err = c.resolveSecrets(func(string) string { return "" }, os.ReadFile)
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "nats.token" {
+		t.Errorf("err = %v, want a FieldError for nats.token", err)
 	}
 }
