@@ -249,6 +249,12 @@ func (p *posTracker) at(off int) (int, int) {
 	return p.line, off - p.lineStart + 1
 }
 
+// slabSize caps the first node slab: an estimate from a hostile body must
+// not commit memory the element limit would never let the parse use.
+func slabSize(estimate int, lim Limits) int {
+	return min(estimate, lim.MaxElements+1, 4096)
+}
+
 // nodeSlab hands out Nodes from chunks, so a parse makes one allocation per
 // 128 elements instead of one per element.
 type nodeSlab struct{ buf []Node }

@@ -2,6 +2,8 @@ package fhir
 
 import (
 	"bytes"
+	"cmp"
+	"slices"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -23,8 +25,11 @@ func ParseJSON(data []byte, lim Limits) (*Node, error) {
 	if e := checkBytes(data); e != nil {
 		return nil, e
 	}
-	p := &jsonParser{data: data, lim: lim.withDefaults()}
+	p := &jsonParser{data: data, lim: lim.withDefaults(), src: string(data)}
 	p.pos.data = data
+	// One slab sized from the body: every element starts with a key or
+	// follows a comma, so this bounds the node count from above.
+	p.slab.buf = make([]Node, 0, slabSize(bytes.Count(data, []byte{':'})+bytes.Count(data, []byte{','})+1, p.lim))
 	p.ws()
 	if p.i >= len(p.data) || p.data[p.i] != '{' {
 		return nil, p.fail("a FHIR JSON body must be an object with a resourceType")
@@ -51,6 +56,26 @@ type jsonParser struct {
 	count int
 	// keyBuf holds an unescaped key.
 	keyBuf []byte
+	// src is the body as one string: unescaped values are substrings of
+	// it, so a parse makes one string allocation instead of one per value.
+	src string
+	// kids is a stack of children under construction; each finished
+	// object's run is copied into ptrs, a slab of exact-size slices.
+	kids []*Node
+	ptrs []*Node
+}
+
+// childSlice copies a finished child list into the pointer slab.
+func (p *jsonParser) childSlice(kids []*Node) []*Node {
+	if len(kids) == 0 {
+		return nil
+	}
+	if cap(p.ptrs)-len(p.ptrs) < len(kids) {
+		p.ptrs = make([]*Node, 0, max(256, len(kids)))
+	}
+	start := len(p.ptrs)
+	p.ptrs = append(p.ptrs, kids...)
+	return p.ptrs[start:len(p.ptrs):len(p.ptrs)]
 }
 
 func (p *jsonParser) fail(format string, args ...any) *DecodeError {
@@ -122,7 +147,7 @@ func (p *jsonParser) resource(n *Node, container *Element) error {
 		return p.fail("resourceType %q is not a FHIR STU3 resource type", rt)
 	}
 	n.Name, n.ResourceType = t.Name, t.Name
-	p.stack = append(p.stack, frame{node: n})
+	p.stack = append(p.stack, frame{node: n, index: -1})
 	err = p.object(n, t)
 	p.stack = p.stack[:len(p.stack)-1]
 	return err
@@ -201,6 +226,7 @@ func (p *jsonParser) object(n *Node, t *Type) error {
 	}
 	var slotBuf [16]slot
 	slots := slotBuf[:0]
+	base := len(p.kids)
 	sawType := false
 	if p.peek() == '}' {
 		p.i++
@@ -254,7 +280,7 @@ func (p *jsonParser) object(n *Node, t *Type) error {
 				}
 			}
 			if si < 0 {
-				slots = append(slots, slot{child: c, start: len(n.Children)})
+				slots = append(slots, slot{child: c, start: len(p.kids)})
 				si = len(slots) - 1
 			}
 			if err := p.property(n, &slots[si], ext); err != nil {
@@ -277,9 +303,9 @@ func (p *jsonParser) object(n *Node, t *Type) error {
 		if s.child.Type.Kind != KindPrimitive || s.child.Type.Name == "xhtml" || s.child.Element.Attr {
 			continue
 		}
-		for _, k := range n.Children[s.start : s.start+s.n] {
+		for i, k := range p.kids[s.start : s.start+s.n] {
 			if !k.HasValue && len(k.Children) == 0 {
-				p.stack = append(p.stack, frame{node: k, el: s.child.Element})
+				p.stack = append(p.stack, frame{node: k, el: s.child.Element, index: i})
 				e := p.fail("%s has neither a value nor extensions (null in both %s and _%s)", k.Name, k.Name, k.Name)
 				e.Line, e.Col = k.Line, k.Col
 				p.stack = p.stack[:len(p.stack)-1]
@@ -287,14 +313,16 @@ func (p *jsonParser) object(n *Node, t *Type) error {
 			}
 		}
 	}
+	n.Children = p.childSlice(p.kids[base:])
+	p.kids = p.kids[:base]
 	sortChildren(n, t)
 	return nil
 }
 
 // sortChildren puts children into canonical order: attribute-represented
 // elements (id, url) first, then the schema's element order. It is stable,
-// so repetitions keep their order, and insertion sort is linear on the
-// already-ordered input that is the norm.
+// so repetitions keep their order; already-ordered input, the norm, costs
+// one linear pass.
 func sortChildren(n *Node, t *Type) {
 	kids := n.Children
 	rank := func(k *Node) int {
@@ -307,19 +335,18 @@ func sortChildren(n *Node, t *Type) {
 		}
 		return c.Element.Order
 	}
-	for i := 1; i < len(kids); i++ {
-		r := rank(kids[i])
-		if rank(kids[i-1]) <= r {
-			continue
-		}
-		k := kids[i]
-		j := i
-		for j > 0 && rank(kids[j-1]) > r {
-			kids[j] = kids[j-1]
-			j--
-		}
-		kids[j] = k
+	sorted := true
+	for i := 1; i < len(kids) && sorted; i++ {
+		sorted = rank(kids[i-1]) <= rank(kids[i])
 	}
+	if sorted {
+		return
+	}
+	ranks := make(map[*Node]int, len(kids))
+	for _, k := range kids {
+		ranks[k] = rank(k)
+	}
+	slices.SortStableFunc(kids, func(a, b *Node) int { return cmp.Compare(ranks[a], ranks[b]) })
 }
 
 // property decodes the value of one key into the slot's nodes.
@@ -382,17 +409,17 @@ func (p *jsonParser) item(n *Node, s *slot, idx int, merge, ext, inArray bool) e
 	c := s.child
 	var k *Node
 	if merge {
-		k = n.Children[s.start+idx]
+		k = p.kids[s.start+idx]
 	} else {
 		var err error
 		if k, err = p.newNode(); err != nil {
 			return err
 		}
 		k.Name = c.Name
-		n.Children = append(n.Children, k)
+		p.kids = append(p.kids, k)
 		s.n++
 	}
-	p.stack = append(p.stack, frame{node: k, el: c.Element})
+	p.stack = append(p.stack, frame{node: k, el: c.Element, index: idx})
 	defer func() { p.stack = p.stack[:len(p.stack)-1] }()
 
 	if p.peek() == 'n' {
@@ -437,7 +464,7 @@ func (p *jsonParser) item(n *Node, s *slot, idx int, merge, ext, inArray bool) e
 		if err != nil {
 			return err
 		}
-		k.Children = append(k.Children, r)
+		k.Children = p.childSlice([]*Node{r})
 		return p.resource(r, c.Element)
 	default:
 		if p.peek() != '{' {
@@ -580,9 +607,13 @@ func (p *jsonParser) skip() error {
 
 // str reads a string value.
 func (p *jsonParser) str() (string, error) {
+	start := p.i + 1
 	b, err := p.rawStr()
 	if err != nil {
 		return "", err
+	}
+	if p.i-1-start == len(b) { // no escapes: b is the body's own bytes
+		return p.src[start : p.i-1], nil
 	}
 	return string(b), nil
 }

@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"fmt"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -66,7 +67,7 @@ func (w *jsonWriter) key(first *bool, name string, depth int) {
 // object writes n's children (not its primitive value) as a JSON object of
 // type t; a resource also gets its resourceType.
 func (w *jsonWriter) object(n *Node, t *Type, el *Element, depth int) error {
-	w.stack = append(w.stack, frame{node: n, el: el})
+	w.stack = append(w.stack, frame{node: n, el: el, index: -1})
 	defer func() { w.stack = w.stack[:len(w.stack)-1] }()
 	w.buf = append(w.buf, '{')
 	first := true
@@ -74,30 +75,34 @@ func (w *jsonWriter) object(n *Node, t *Type, el *Element, depth int) error {
 		w.key(&first, "resourceType", depth+1)
 		w.str(n.ResourceType)
 	}
+	// FHIR JSON has one property per element, so every repetition is
+	// gathered. In any valid tree they are contiguous and each run is one
+	// property, written from a subslice; otherwise (an out-of-order XML
+	// tree) each name is gathered once, at its first run.
+	contiguous := runsContiguous(n.Children)
+	var written []string
 	for i, j := 0, 0; i < len(n.Children); i = j {
 		k := n.Children[i]
 		j = i + 1
 		for j < len(n.Children) && n.Children[j].Name == k.Name {
 			j++
 		}
-		if seenBefore(n.Children[:i], k.Name) {
-			continue // written with an earlier run of the same element
-		}
-		c, ok := t.Child(k.Name)
-		if !ok {
-			return w.errorf("unknown element %q in %s", k.Name, t.Name)
-		}
-		// FHIR JSON has one property per element: gather every repetition.
-		// They are contiguous in any valid tree, so the common case reuses
-		// the children slice.
 		group := n.Children[i:j]
-		if seenBefore(n.Children[j:], k.Name) {
-			group = append([]*Node(nil), group...)
-			for _, g := range n.Children[j:] {
+		if !contiguous {
+			if slices.Contains(written, k.Name) {
+				continue
+			}
+			written = append(written, k.Name)
+			group = nil
+			for _, g := range n.Children[i:] {
 				if g.Name == k.Name {
 					group = append(group, g)
 				}
 			}
+		}
+		c, ok := t.Child(k.Name)
+		if !ok {
+			return w.errorf("unknown element %q in %s", k.Name, t.Name)
 		}
 		if len(group) > 1 && !c.Element.Repeats() {
 			return w.errorf("%s occurs %d times but is not a repeating element", k.Name, len(group))
@@ -117,13 +122,20 @@ func (w *jsonWriter) newlineIf(cond bool, depth int) {
 	}
 }
 
-func seenBefore(kids []*Node, name string) bool {
-	for _, k := range kids {
-		if k.Name == name {
-			return true
+// runsContiguous reports whether every name forms a single run. The names
+// seen are few (bounded by the schema), so this is linear in practice.
+func runsContiguous(kids []*Node) bool {
+	var names []string
+	for i := 0; i < len(kids); i++ {
+		if i > 0 && kids[i].Name == kids[i-1].Name {
+			continue
 		}
+		if slices.Contains(names, kids[i].Name) {
+			return false
+		}
+		names = append(names, kids[i].Name)
 	}
-	return false
+	return true
 }
 
 func (w *jsonWriter) property(first *bool, c Child, group []*Node, depth int) error {
@@ -169,7 +181,7 @@ func (w *jsonWriter) property(first *bool, c Child, group []*Node, depth int) er
 			if rt == nil || rt.Kind != KindResource || rt.Abstract {
 				return w.errorf("%q is not an STU3 resource type", r.ResourceType)
 			}
-			w.stack = append(w.stack, frame{node: k, el: el})
+			w.stack = append(w.stack, frame{node: k, el: el, index: -1})
 			err := w.object(r, rt, nil, d)
 			w.stack = w.stack[:len(w.stack)-1]
 			if err != nil {

@@ -30,6 +30,12 @@ type frame struct {
 	// nsMark is the length of the namespace binding stack before this
 	// element's own declarations.
 	nsMark int
+	// runName and runLen count the current run of equal child names.
+	runName string
+	runLen  int
+	// index is the position among same-named siblings when the parent's
+	// Children are not built yet (JSON decoding); -1 means look it up.
+	index int
 }
 
 type nsBinding struct{ prefix, uri string }
@@ -61,6 +67,8 @@ func ParseXML(data []byte, lim Limits) (*Node, error) {
 	}
 	p := &xmlParser{data: data, lim: lim.withDefaults()}
 	p.pos.data = data
+	// One node slab sized from the body: each element starts with '<'.
+	p.slab.buf = make([]Node, 0, slabSize(bytes.Count(data, []byte{'<'})+1, p.lim))
 	p.dec = xml.NewDecoder(bytes.NewReader(data))
 	p.dec.Strict = true
 	root, err := p.run()
@@ -91,7 +99,11 @@ func stackPath(stack []frame) string {
 		b.WriteByte('.')
 		b.WriteString(f.node.Name)
 		if f.el.Repeats() {
-			fmt.Fprintf(&b, "[%d]", stack[i-1].node.IndexOf(f.node))
+			idx := f.index
+			if idx < 0 {
+				idx = stack[i-1].node.IndexOf(f.node)
+			}
+			fmt.Fprintf(&b, "[%d]", idx)
 		}
 	}
 	return b.String()
@@ -239,7 +251,7 @@ func (p *xmlParser) start(t xml.StartElement) (*Node, error) {
 
 	n := p.slab.new()
 	n.Line, n.Col = p.pos.at(p.tokOff)
-	f := frame{node: n, rawSpace: t.Name.Space, rawLocal: local, nsMark: mark}
+	f := frame{node: n, rawSpace: t.Name.Space, rawLocal: local, nsMark: mark, index: -1}
 
 	if len(p.stack) == 0 {
 		if uri != NamespaceFHIR {
@@ -303,22 +315,24 @@ func (p *xmlParser) start(t xml.StartElement) (*Node, error) {
 }
 
 // checkRepeat enforces cardinality 0..1 (a second <birthDate> is malformed
-// in any serialisation) and MaxArrayLen for repeating elements.
+// in any serialisation) and MaxArrayLen for repeating elements, counting the
+// current run of equal names in the frame so that long runs stay linear.
 func (p *xmlParser) checkRepeat(parent *frame, c Child) error {
-	kids := parent.node.Children
-	cnt := 0
-	for i := len(kids) - 1; i >= 0; i-- {
-		k := kids[i]
+	if c.Element.Repeats() {
+		if parent.runName == c.Name {
+			parent.runLen++
+		} else {
+			parent.runName, parent.runLen = c.Name, 1
+		}
+		if parent.runLen > p.lim.MaxArrayLen {
+			return p.fail("more than %d repetitions of %s", p.lim.MaxArrayLen, c.Name)
+		}
+		return nil
+	}
+	parent.runName, parent.runLen = c.Name, 1
+	for _, k := range parent.node.Children {
 		if k.Name == c.Name || (c.Element.Choice && sameElement(parent.typ, k.Name, c.Element)) {
-			cnt++
-			if !c.Element.Repeats() {
-				return p.fail("%s occurs more than once but is not a repeating element", c.Name)
-			}
-			if cnt >= p.lim.MaxArrayLen {
-				return p.fail("more than %d repetitions of %s", p.lim.MaxArrayLen, c.Name)
-			}
-		} else if c.Element.Repeats() {
-			break // runs are counted; a split run is an order fault reported later
+			return p.fail("%s occurs more than once but is not a repeating element", c.Name)
 		}
 	}
 	return nil

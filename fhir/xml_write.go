@@ -59,7 +59,7 @@ func (w *xmlWriter) indent(depth int) {
 }
 
 func (w *xmlWriter) element(name string, n *Node, t *Type, el *Element, depth int, root bool) error {
-	w.stack = append(w.stack, frame{node: n, el: el})
+	w.stack = append(w.stack, frame{node: n, el: el, index: -1})
 	defer func() { w.stack = w.stack[:len(w.stack)-1] }()
 	w.indent(depth)
 	if t.Name == "xhtml" {
