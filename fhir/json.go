@@ -3,10 +3,10 @@ package fhir
 import (
 	"bytes"
 	"cmp"
-	"slices"
 	"encoding/xml"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
