@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/ems-broker/ems/fhir"
-	"github.com/ems-broker/ems/fhir/profile/internal/load"
 )
 
 func validator(t testing.TB) *Validator {
@@ -26,7 +25,7 @@ func readBundle(t testing.TB, path string) *fhir.Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := load.XML(data)
+	n, err := fhir.ParseXML(data, fhir.DefaultLimits())
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}

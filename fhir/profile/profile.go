@@ -70,20 +70,20 @@ var (
 
 // embeddedSet decodes the embedded rules once per process.
 func embeddedSet() (*rules.Set, error) {
-	loadOnce.Do(func() {
-		zr, err := gzip.NewReader(bytes.NewReader(embedded))
-		if err != nil {
-			loadErr = fmt.Errorf("opening embedded profile rules: %w", err)
-			return
-		}
-		var s rules.Set
-		if err := gob.NewDecoder(zr).Decode(&s); err != nil {
-			loadErr = fmt.Errorf("decoding embedded profile rules: %w", err)
-			return
-		}
-		loaded = &s
-	})
+	loadOnce.Do(func() { loaded, loadErr = decodeEmbedded() })
 	return loaded, loadErr
+}
+
+func decodeEmbedded() (*rules.Set, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(embedded))
+	if err != nil {
+		return nil, fmt.Errorf("opening embedded profile rules: %w", err)
+	}
+	var s rules.Set
+	if err := gob.NewDecoder(zr).Decode(&s); err != nil {
+		return nil, fmt.Errorf("decoding embedded profile rules: %w", err)
+	}
+	return &s, nil
 }
 
 // New returns a validator over the embedded NHS and STU3 rules.

@@ -27,7 +27,7 @@ var CoreResources = []string{
 	"Encounter", "AllergyIntolerance", "Medication", "MedicationRequest", "Condition", "FamilyMemberHistory",
 	"Immunization", "Observation", "Procedure", "CareTeam", "Communication", "DiagnosticReport", "EpisodeOfCare",
 	"HealthcareService", "RelatedPerson", "ProcedureRequest", "ReferralRequest", "Specimen", "Task", "Provenance",
-	"OperationOutcome", "Subscription", "Device", "Flag",
+	"OperationOutcome", "Subscription", "Device", "Flag", "Basic",
 }
 
 // Unchecked are value sets over external code systems that cannot be
