@@ -30,7 +30,9 @@ func (c Config) Validate() error {
 	v.nonEmpty("data_dir", c.DataDir)
 	v.address("listen", c.Listen, false)
 	v.address("admin_listen", c.AdminListen, true)
-	if c.AdminListen != "" && c.AdminListen == c.Listen {
+	// Port 0 asks the kernel for a free port, so two ":0" listeners never
+	// collide.
+	if c.AdminListen != "" && c.AdminListen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
 		v.add("admin_listen", "must differ from listen (%q)", c.Listen)
 	}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")

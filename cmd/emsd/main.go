@@ -30,6 +30,7 @@ import (
 	"github.com/ems-broker/ems/config"
 	"github.com/ems-broker/ems/fhir"
 	"github.com/ems-broker/ems/fhir/catalog"
+	"github.com/ems-broker/ems/subscription"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -44,6 +45,7 @@ func run(args []string) int {
 	}
 	cfg, err := config.Parse(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
+		config.Usage(os.Stderr)
 		return 0
 	}
 	if err != nil {
@@ -93,6 +95,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	cat, err := catalog.Default().Apply(eventOverrides(cfg.Events))
 	if err != nil {
 		return fmt.Errorf("configuring events: %w", err)
+	}
+	if err := checkRegistryEvents(cfg.Registry, cat); err != nil {
+		return err
 	}
 
 	db, err := bolt.Open(cfg.Bbolt.Path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
@@ -153,6 +158,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 
+	subs, err := newSubscriptionAPI(cfg, db, cat, log.With("component", "subscription"))
+	if err != nil {
+		return err
+	}
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		subs.svc.RunExpirySweep(sweepCtx, cfg.Subscriptions.ExpirySweepInterval)
+	}()
+	down.add(func() { stopSweep(); <-sweepDone })
+
 	ready := func() error {
 		if nc.nc.Status().String() != "CONNECTED" {
 			return fmt.Errorf("nats connection is %s", nc.nc.Status())
@@ -165,6 +182,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	mux := http.NewServeMux()
 	mux.Handle(broker.ProcessMessagePath, publish)
+	mux.Handle(subscription.PathPrefix, subs.handler)
+	mux.Handle(subscription.PathPrefix+"/", subs.handler)
 	mux.HandleFunc("GET /STU3/metadata", func(w http.ResponseWriter, r *http.Request) {
 		writeResource(w, r, http.StatusOK, capabilityStatement(version, started, cat, cfg.Publish.AllowJSON))
 	})
@@ -239,6 +258,22 @@ func eventOverrides(events map[string]config.Event) map[string]catalog.Override 
 		}
 	}
 	return out
+}
+
+// checkRegistryEvents rejects a registry granting an event code the catalogue
+// does not know: a typo there would silently deny (or, for "*", widen) a
+// grant. config cannot check it because it does not know the catalogue.
+func checkRegistryEvents(r config.Registry, cat *catalog.Catalog) error {
+	for asid, sys := range r.ASIDs {
+		for key, codes := range map[string][]string{"publish_events": sys.PublishEvents, "subscribe_events": sys.SubscribeEvents} {
+			for _, code := range codes {
+				if _, ok := cat.Lookup(code); !ok && code != "*" {
+					return fmt.Errorf("registry.asids.%s.%s: %q is not an EventType-1 event code", asid, key, code)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // publishRegistry maps the registry's publish grants onto the broker.
