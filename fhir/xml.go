@@ -134,6 +134,9 @@ func (p *xmlParser) run() (*Node, error) {
 				root = n
 			}
 		case xml.EndElement:
+			if len(p.stack) == 0 {
+				return nil, p.fail("unexpected end tag </%s>", qname(t.Name))
+			}
 			top := p.stack[len(p.stack)-1]
 			if t.Name.Space != top.rawSpace || t.Name.Local != top.rawLocal {
 				return nil, p.fail("end tag </%s> does not match <%s>", qname(t.Name), qname(xml.Name{Space: top.rawSpace, Local: top.rawLocal}))
