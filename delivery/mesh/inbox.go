@@ -1,0 +1,280 @@
+// Package mesh is the built-in MESH mailbox: the inbox side of the MESH API
+// (mesh.md) over mailboxes whose messages live in a JetStream stream.
+//
+// A message is delivered once it is stored on its mailbox's subject; it is
+// listed until the recipient acknowledges it. Acknowledgement records the id
+// in bbolt before the message is deleted from the stream, so a crash in
+// between, or a fan-out that re-runs after the stream's duplicate window,
+// never brings an acknowledged message back.
+package mesh
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
+)
+
+// SubjectPrefix starts every inbox subject: ems.mesh.<mailbox>.<message-id>.
+const SubjectPrefix = "ems.mesh."
+
+// DefaultStream is the stream holding every mailbox's inbox.
+const DefaultStream = "EMS_MESH"
+
+// Header names stored with an inbox message beyond the Mex-* ones.
+const (
+	// HeaderMatch is the JSON match explanation (subscription ids, kinds,
+	// rules, tags) of the delivery.
+	HeaderMatch = "Ems-Match"
+	// HeaderEventID is the event's MessageHeader.id.
+	HeaderEventID = "Ems-Message-Id"
+)
+
+var bucketAcked = []byte("delivery/mesh/acked")
+
+var mailboxRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidMailbox reports whether mb can name a mailbox (and a subject token).
+func ValidMailbox(mb string) bool { return mailboxRE.MatchString(mb) }
+
+// Subject is the subject of one message in a mailbox.
+func Subject(mailbox, messageID string) string {
+	return SubjectPrefix + mailbox + "." + messageID
+}
+
+// MessageID is the MESH message id of the delivery of one event to one
+// mailbox. It is derived, not drawn, so that a fan-out that runs again after
+// a crash produces the same id and the receiver can drop the duplicate. The
+// shape follows real MESH ids (timestamp + suffix).
+func MessageID(receivedAt time.Time, eventID, mailbox string) string {
+	h := sha256.Sum256([]byte(eventID + "\x00" + mailbox))
+	ts := receivedAt.UTC()
+	return fmt.Sprintf("%s%06d_%s", ts.Format("20060102150405"), ts.Nanosecond()/1000, hex.EncodeToString(h[:5]))
+}
+
+// StreamConfig configures the inbox stream.
+type StreamConfig struct {
+	Name     string
+	Replicas int
+	// DuplicateWindow bounds JetStream's de-duplication of re-run fan-outs.
+	DuplicateWindow time.Duration
+}
+
+// EnsureStream creates or updates the inbox stream.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
+	if c.Name == "" {
+		c.Name = DefaultStream
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 10 * time.Minute
+	}
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        c.Name,
+		Description: "EMS built-in MESH mailboxes: one subject per message, deleted on acknowledgement",
+		Subjects:    []string{SubjectPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    max(c.Replicas, 1),
+		Duplicates:  c.DuplicateWindow,
+		AllowDirect: true,
+		Discard:     jetstream.DiscardNew, // never silently drop an undelivered message
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating MESH inbox stream %s: %w", c.Name, err)
+	}
+	return s, nil
+}
+
+// Store is the mailboxes' inboxes.
+type Store struct {
+	stream jetstream.Stream
+	db     *bolt.DB
+}
+
+// NewStore returns the inboxes kept on stream, with acknowledgements in db.
+func NewStore(stream jetstream.Stream, db *bolt.DB) (*Store, error) {
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketAcked)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("creating MESH acknowledgement bucket: %w", err)
+	}
+	return &Store{stream: stream, db: db}, nil
+}
+
+// Message is one stored inbox message.
+type Message struct {
+	ID       string
+	Mailbox  string
+	Seq      uint64
+	Stored   time.Time
+	Header   nats.Header
+	Body     []byte
+	Workflow string
+}
+
+// ErrNotFound: no such message in the mailbox.
+var ErrNotFound = errors.New("message not found")
+
+// ErrGone: the message was acknowledged.
+var ErrGone = errors.New("message acknowledged")
+
+func (s *Store) acked(mailbox, id string) (bool, error) {
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketAcked).Get([]byte(mailbox+"/"+id)) != nil
+		return nil
+	})
+	return ok, err
+}
+
+func toMessage(mb string, m *jetstream.RawStreamMsg) *Message {
+	id := m.Subject[len(SubjectPrefix)+len(mb)+1:]
+	return &Message{ID: id, Mailbox: mb, Seq: m.Sequence, Stored: m.Time, Header: m.Header,
+		Body: m.Data, Workflow: m.Header.Get("Mex-WorkflowID")}
+}
+
+// Get returns one message of a mailbox.
+func (s *Store) Get(ctx context.Context, mailbox, id string) (*Message, error) {
+	if !ValidMailbox(mailbox) || !mailboxRE.MatchString(id) {
+		return nil, ErrNotFound
+	}
+	if gone, err := s.acked(mailbox, id); err != nil {
+		return nil, err
+	} else if gone {
+		return nil, ErrGone
+	}
+	m, err := s.stream.GetLastMsgForSubject(ctx, Subject(mailbox, id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading message %s of %s: %w", id, mailbox, err)
+	}
+	return toMessage(mailbox, m), nil
+}
+
+// Filter selects messages while listing.
+type Filter func(*Message) bool
+
+// List returns up to limit unacknowledged messages of a mailbox, oldest
+// first, starting after the message with id after ("" = from the start).
+// more says whether further messages remain.
+func (s *Store) List(ctx context.Context, mailbox, after string, limit int, keep Filter) (msgs []*Message, more bool, err error) {
+	if !ValidMailbox(mailbox) {
+		return nil, false, nil
+	}
+	seq := uint64(1)
+	if after != "" {
+		m, err := s.stream.GetLastMsgForSubject(ctx, Subject(mailbox, after))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			// continue_from names a message acknowledged meanwhile: the
+			// client still wants what followed it, so search by id order,
+			// which is time order.
+			return s.listAfterID(ctx, mailbox, after, limit, keep)
+		case err != nil:
+			return nil, false, fmt.Errorf("finding continue_from %s: %w", after, err)
+		}
+		seq = m.Sequence + 1
+	}
+	return s.scan(ctx, mailbox, seq, limit, keep, func(*Message) bool { return true })
+}
+
+func (s *Store) listAfterID(ctx context.Context, mailbox, after string, limit int, keep Filter) ([]*Message, bool, error) {
+	return s.scan(ctx, mailbox, 1, limit, keep, func(m *Message) bool { return m.ID > after })
+}
+
+func (s *Store) scan(ctx context.Context, mailbox string, seq uint64, limit int, keep, from Filter) (msgs []*Message, more bool, err error) {
+	filter := SubjectPrefix + mailbox + ".*"
+	for {
+		raw, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return msgs, false, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("listing inbox %s: %w", mailbox, err)
+		}
+		seq = raw.Sequence + 1
+		m := toMessage(mailbox, raw)
+		if !from(m) {
+			continue
+		}
+		gone, err := s.acked(mailbox, m.ID)
+		if err != nil {
+			return nil, false, err
+		}
+		if gone {
+			// Acknowledged but not yet deleted (a crash in Ack), or
+			// re-created by a late fan-out re-run: finish the delete.
+			_ = s.stream.DeleteMsg(ctx, m.Seq)
+			continue
+		}
+		if keep != nil && !keep(m) {
+			continue
+		}
+		if len(msgs) == limit {
+			return msgs, true, nil
+		}
+		m.Body = nil // listing never needs the bodies
+		msgs = append(msgs, m)
+	}
+}
+
+// Count returns the approximate number of unacknowledged messages.
+func (s *Store) Count(ctx context.Context, mailbox string) (int, error) {
+	if !ValidMailbox(mailbox) {
+		return 0, nil
+	}
+	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(SubjectPrefix+mailbox+".*"))
+	if err != nil {
+		return 0, fmt.Errorf("counting inbox %s: %w", mailbox, err)
+	}
+	return len(info.State.Subjects), nil
+}
+
+// Ack acknowledges a message: idempotent; unknown ids are ErrNotFound.
+func (s *Store) Ack(ctx context.Context, mailbox, id string, now time.Time) error {
+	_, err := s.ackFirst(ctx, mailbox, id, now)
+	return err
+}
+
+// ackFirst acknowledges and says whether this was the first time.
+func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time) (bool, error) {
+	m, err := s.Get(ctx, mailbox, id)
+	if errors.Is(err, ErrGone) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var at [8]byte
+	binary.BigEndian.PutUint64(at[:], uint64(now.UnixNano()))
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAcked).Put([]byte(mailbox+"/"+id), at[:])
+	}); err != nil {
+		return false, fmt.Errorf("recording acknowledgement of %s: %w", id, err)
+	}
+	if err := s.stream.DeleteMsg(ctx, m.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true, fmt.Errorf("removing acknowledged %s from the inbox: %w", id, err)
+	}
+	return true, nil
+}
+
+// Oldest returns the store time of the oldest unacknowledged message of a
+// mailbox (zero when empty): the retention warning compares it with now.
+func (s *Store) Oldest(ctx context.Context, mailbox string) (time.Time, error) {
+	msgs, _, err := s.List(ctx, mailbox, "", 1, nil)
+	if err != nil || len(msgs) == 0 {
+		return time.Time{}, err
+	}
+	return msgs[0].Stored, nil
+}
