@@ -84,9 +84,12 @@ func formatForMediaType(mt string) (Format, bool) {
 }
 
 // FormatForParam maps a _format query parameter: "xml", "json" or one of
-// the media types accepted by FormatForContentType.
+// the media types accepted by FormatForContentType. A space stands for '+',
+// because clients rarely escape the '+' of application/fhir+json in a query
+// string and form decoding turns it into a space.
 func FormatForParam(v string) (Format, bool) {
-	switch strings.ToLower(strings.TrimSpace(v)) {
+	v = strings.ReplaceAll(strings.TrimSpace(v), " ", "+")
+	switch strings.ToLower(v) {
 	case "xml":
 		return FormatXML, true
 	case "json":

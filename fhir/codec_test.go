@@ -247,6 +247,8 @@ func TestXMLRejects(t *testing.T) {
 		{"two roots", `<Patient ` + ns + `/><Patient ` + ns + `/>`, "after the root"},
 		{"invalid UTF-8", "<Patient " + ns + "><gender value=\"\xff\"/></Patient>", "UTF-8"},
 		{"NUL", "<Patient " + ns + "><gender value=\"a\x00\"/></Patient>", "NUL"},
+		{"namespace flood", "<Patient " + ns + strings.Repeat(` xmlns:a="b"`, 100) + "/>", "namespace declarations"},
+		{"end tag first", `</Patient>`, "unexpected end tag"},
 		{"empty", ``, "no root"},
 	}
 	for _, tt := range tests {
@@ -548,6 +550,8 @@ func TestSniffAndMediaTypes(t *testing.T) {
 	}{
 		{"xml", FormatXML, true}, {"JSON", FormatJSON, true}, {"application/fhir+json", FormatJSON, true},
 		{"application/fhir+xml", FormatXML, true}, {"html", FormatUnknown, false},
+		{"application/fhir json", FormatJSON, true}, // unescaped '+' in a query string
+		{"text/xml", FormatXML, true},
 	}
 	for _, tt := range params {
 		got, ok := FormatForParam(tt.in)

@@ -14,6 +14,8 @@ const (
 	NamespaceFHIR  = "http://hl7.org/fhir"
 	NamespaceXHTML = "http://www.w3.org/1999/xhtml"
 	namespaceXSI   = "http://www.w3.org/2001/XMLSchema-instance"
+
+	maxNamespaceBindings = 64
 )
 
 // frame is one open element during decoding; the stack of frames is also
@@ -245,6 +247,11 @@ func (p *xmlParser) start(t xml.StartElement) (*Node, error) {
 		case a.Name.Space == "xmlns":
 			p.ns = append(p.ns, nsBinding{a.Name.Local, a.Value})
 		}
+	}
+	if len(p.ns) > maxNamespaceBindings {
+		// Every element resolves its prefix by scanning the bindings in
+		// scope; unbounded declarations would make that quadratic.
+		return nil, p.fail("more than %d namespace declarations in scope", maxNamespaceBindings)
 	}
 	uri, ok := p.resolve(t.Name.Space)
 	if !ok {
