@@ -87,7 +87,7 @@ func (c Config) Validate() error {
 		}
 		for i, mb := range a.Mailboxes {
 			if !mailboxRE.MatchString(mb) {
-				v.add(fmt.Sprintf("%s.mailboxes[%d]", field, i), "a MESH mailbox ID is 1 to 20 letters or digits, got %q", mb)
+				v.add(fmt.Sprintf("%s.mailboxes[%d]", field, i), "a MESH mailbox ID is 1 to 20 letters, digits, _ or -, got %q", mb)
 			}
 		}
 	}
@@ -166,7 +166,7 @@ var (
 	eventCodeRE  = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*-[0-9]+$`)
 	asidRE       = regexp.MustCompile(`^[0-9]{1,12}$`)
 	odsRE        = regexp.MustCompile(`^[A-Za-z0-9]{3,10}$`)
-	mailboxRE    = regexp.MustCompile(`^[A-Za-z0-9]{1,20}$`)
+	mailboxRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,20}$`)
 	streamNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
 )
 
