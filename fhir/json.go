@@ -638,6 +638,8 @@ func (p *jsonParser) rawStr() ([]byte, error) {
 			return p.escapedStr(start)
 		case c < 0x20:
 			return nil, p.fail("control character in string (must be escaped)")
+		case c == 0xEF && p.i+2 < len(p.data) && p.data[p.i+1] == 0xBF && p.data[p.i+2] >= 0xBE:
+			return nil, p.fail("U+FFFE and U+FFFF are not allowed in FHIR strings")
 		}
 		p.i++
 	}
@@ -658,6 +660,8 @@ func (p *jsonParser) escapedStr(start int) ([]byte, error) {
 			return buf, nil
 		case c < 0x20:
 			return nil, p.fail("control character in string (must be escaped)")
+		case c == 0xEF && p.i+2 < len(p.data) && p.data[p.i+1] == 0xBF && p.data[p.i+2] >= 0xBE:
+			return nil, p.fail("U+FFFE and U+FFFF are not allowed in FHIR strings")
 		case c != '\\':
 			buf = append(buf, c)
 			p.i++
@@ -671,10 +675,8 @@ func (p *jsonParser) escapedStr(start int) ([]byte, error) {
 		switch e {
 		case '"', '\\', '/':
 			buf = append(buf, e)
-		case 'b':
-			buf = append(buf, '\b')
-		case 'f':
-			buf = append(buf, '\f')
+		case 'b', 'f':
+			return nil, p.fail("character \\%c is not allowed in FHIR strings (not XML 1.0 text)", e)
 		case 'n':
 			buf = append(buf, '\n')
 		case 'r':
@@ -702,6 +704,11 @@ func (p *jsonParser) escapedStr(start int) ([]byte, error) {
 			}
 			if r == 0 {
 				return nil, p.fail("NUL character in string")
+			}
+			if !xmlChar(r) {
+				// FHIR strings are XML 1.0 text: a value that cannot be
+				// written as XML must not be accepted as JSON either.
+				return nil, p.fail("character U+%04X is not allowed in FHIR strings", r)
 			}
 			buf = utf8.AppendRune(buf, r)
 		default:
@@ -793,4 +800,10 @@ func checkXHTML(s string, lim Limits) error {
 			return fmt.Errorf("DTDs and other <!...> declarations are not allowed")
 		}
 	}
+}
+
+// xmlChar reports whether r is allowed in XML 1.0 text.
+func xmlChar(r rune) bool {
+	return r == 0x09 || r == 0x0A || r == 0x0D ||
+		(r >= 0x20 && r <= 0xD7FF) || (r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)
 }
