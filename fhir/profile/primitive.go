@@ -179,3 +179,4 @@ func isUUID(v string) bool {
 	}
 	return true
 }
+

@@ -2,6 +2,7 @@ package profile
 
 import (
 	"strings"
+	"sync"
 
 	"github.com/ems-broker/ems/fhir"
 	"github.com/ems-broker/ems/fhir/profile/internal/rules"
@@ -166,4 +167,37 @@ func (x *index) resolve(ref string) *fhir.Node {
 		}
 	}
 	return nil
+}
+
+var (
+	defaultOnce sync.Once
+	defaultV    *Validator
+	defaultErr  error
+)
+
+// Default is the validator over the embedded rules with default options,
+// created on first use.
+func Default() (*Validator, error) {
+	defaultOnce.Do(func() { defaultV, defaultErr = New(Options{}) })
+	return defaultV, defaultErr
+}
+
+// ValidateBundle checks a message bundle with the Default validator; see
+// (*Validator).ValidateBundle. The offline CLI and the publish path call it.
+func ValidateBundle(bundle *fhir.Node, opts BundleOptions) []fhir.Issue {
+	v, err := Default()
+	if err != nil {
+		return []fhir.Issue{{Severity: fhir.SeverityFatal, Code: fhir.InternalServerError, Diagnostics: err.Error()}}
+	}
+	return v.ValidateBundle(bundle, opts)
+}
+
+// Validate checks one resource with the Default validator; see
+// (*Validator).Validate.
+func Validate(resource *fhir.Node, at fhir.Path, resolve Resolver, profileURLs ...string) []fhir.Issue {
+	v, err := Default()
+	if err != nil {
+		return []fhir.Issue{{Severity: fhir.SeverityFatal, Code: fhir.InternalServerError, Diagnostics: err.Error()}}
+	}
+	return v.Validate(resource, at, resolve, profileURLs...)
 }
