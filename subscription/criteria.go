@@ -103,21 +103,23 @@ const maxTagLen = 100
 // store and matcher use; the verbatim text is kept beside it solely to
 // return it unchanged to the client.
 type Criteria struct {
-	Kind        Kind
-	ServiceType string
+	Kind        Kind   `json:"kind"`
+	ServiceType string `json:"serviceType,omitempty"`
 	// NHSNumber is the ten-digit patient number of an explicit subscription.
-	NHSNumber string
+	NHSNumber string `json:"nhsNumber,omitempty"`
 	// Events are the MessageHeader.event codes, sorted; OR semantics.
-	Events []string
+	Events []string `json:"events"`
 	// Rule and Organisation are the generic rule and the code it matches.
-	Rule         RuleType
-	Organisation string
+	Rule         RuleType `json:"rule,omitempty"`
+	Organisation string   `json:"organisation,omitempty"`
 	// Age filters: the patient's whole-year age must be > AgeGT and < AgeLT
 	// when the corresponding Has flag is set.
-	HasAgeLT, HasAgeGT bool
-	AgeLT, AgeGT       int
-	Registration       Registration
-	Tag                string
+	HasAgeLT     bool         `json:"hasAgeLT,omitempty"`
+	HasAgeGT     bool         `json:"hasAgeGT,omitempty"`
+	AgeLT        int          `json:"ageLT,omitempty"`
+	AgeGT        int          `json:"ageGT,omitempty"`
+	Registration Registration `json:"registration,omitempty"`
+	Tag          string       `json:"tag,omitempty"`
 }
 
 // CriteriaError says which component of a criteria string is wrong and with

@@ -517,7 +517,10 @@ func TestAPIReviewPolicyAndLifecycle(t *testing.T) {
 	if len(pending) != 1 || pending[0].ID != gen {
 		t.Fatalf("pending %v", pending)
 	}
-	m := svc.Matcher()
+	m, err := svc.Matcher()
+	if err != nil {
+		t.Fatal(err)
+	}
 	facts := EventFacts{EventCode: "pds-change-of-gp-1", Country: []string{"E92000001"}}
 	if got, _ := m.Match(facts); len(got) != 0 {
 		t.Fatalf("requested subscription matched: %v", got)

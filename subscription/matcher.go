@@ -5,7 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ems-broker/ems/fhir/catalog"
@@ -218,13 +219,14 @@ func (m *Matcher) Match(f EventFacts) ([]Match, error) {
 
 // Lookups lists the index probes an event needs (deduplicated).
 func Lookups(f EventFacts) []Lookup {
-	var out []Lookup
-	seen := map[Lookup]bool{}
+	out := make([]Lookup, 0, 8)
 	add := func(l Lookup) {
-		if !seen[l] {
-			seen[l] = true
-			out = append(out, l)
+		for _, x := range out {
+			if x == l {
+				return
+			}
 		}
+		out = append(out, l)
 	}
 	if f.NHSNumber != "" {
 		add(Lookup{Kind: Explicit, NHSNumber: f.NHSNumber})
@@ -255,12 +257,10 @@ func MatchFacts(f EventFacts, idx IndexReader, now time.Time) ([]Match, error) {
 		at = now
 	}
 	var out []Match
-	seen := map[string]bool{}
 	err := idx.Candidates(f.EventCode, Lookups(f), func(id string, e MatchEntry) {
-		if seen[id] || !passes(e, f, at, now) {
+		if !passes(e, f, at, now) {
 			return
 		}
-		seen[id] = true
 		m := Match{SubscriptionID: id, Kind: e.Kind, Tag: e.Tag, Owner: e.Owner,
 			ChannelType: e.ChannelType, Endpoint: e.Endpoint, Payload: e.Payload}
 		if e.Kind == Generic {
@@ -271,7 +271,12 @@ func MatchFacts(f EventFacts, idx IndexReader, now time.Time) ([]Match, error) {
 	if err != nil {
 		return nil, fmt.Errorf("matching %s: %w", f.EventCode, err)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].SubscriptionID < out[j].SubscriptionID })
+	// One subscription is indexed once per event, and an event's lookups
+	// are distinct, so a subscription can only come back twice if two
+	// lookups are equal; still, sort and drop repeats so callers can rely
+	// on "each once".
+	slices.SortFunc(out, func(a, b Match) int { return strings.Compare(a.SubscriptionID, b.SubscriptionID) })
+	out = slices.CompactFunc(out, func(a, b Match) bool { return a.SubscriptionID == b.SubscriptionID })
 	return out, nil
 }
 

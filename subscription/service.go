@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ems-broker/ems/fhir"
@@ -54,14 +55,23 @@ type Service struct {
 	policy    Policy
 	now       func() time.Time
 	log       *slog.Logger
+
+	memOnce sync.Once
+	mem     *MemIndex
+	memErr  error
 }
 
 // Store returns the underlying store (the matcher reads its indexes).
 func (s *Service) Store() *Store { return s.store }
 
-// Matcher returns a matcher over the service's store and catalogue.
-func (s *Service) Matcher() *Matcher {
-	return NewMatcher(MatcherOptions{Index: s.store, Catalog: s.catalog, Now: s.now})
+// Matcher returns a matcher over an in-memory copy of the match indexes
+// that follows the store (built on first use, then shared).
+func (s *Service) Matcher() (*Matcher, error) {
+	s.memOnce.Do(func() { s.mem, s.memErr = NewMemIndex(s.store) })
+	if s.memErr != nil {
+		return nil, s.memErr
+	}
+	return NewMatcher(MatcherOptions{Index: s.mem, Catalog: s.catalog, Now: s.now}), nil
 }
 
 func outcomeOf(code fhir.SpineCode, expr, diag string) *fhir.Outcome {

@@ -2,11 +2,14 @@ package subscription
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,7 +26,7 @@ var (
 	bucketOwner    = []byte("subscription.idx.owner")    // owner 0 id
 	bucketEndpoint = []byte("subscription.idx.endpoint") // endpoint 0 id
 	bucketStatus   = []byte("subscription.idx.status")   // status 0 id
-	bucketDup      = []byte("subscription.idx.dup")      // owner 0 endpoint 0 normalised criteria 0 id (not off)
+	bucketDup      = []byte("subscription.idx.dup")      // owner 0 endpoint 0 sha256(normalised criteria)[:16] id (not off)
 	bucketEnd      = []byte("subscription.idx.end")      // end unix-nanos (8 bytes) id (not off)
 
 	indexBuckets = [][]byte{bucketExplicit, bucketGeneric, bucketOwner, bucketEndpoint, bucketStatus, bucketDup, bucketEnd}
@@ -73,6 +76,31 @@ type Store struct {
 	now      func() time.Time
 	newID    func() string
 	onChange func(Change)
+
+	mu       sync.Mutex
+	watchers []func(Change)
+}
+
+// Watch registers fn to be called after every committed change. Calls come
+// after the commit, from the writing goroutine, and two writers' calls may
+// arrive out of Seq order: a watcher that needs order sorts by Seq (as
+// MemIndex does).
+func (s *Store) Watch(fn func(Change)) {
+	s.mu.Lock()
+	s.watchers = append(s.watchers, fn)
+	s.mu.Unlock()
+}
+
+func (s *Store) notify(ch Change) {
+	if s.onChange != nil {
+		s.onChange(ch)
+	}
+	s.mu.Lock()
+	ws := s.watchers
+	s.mu.Unlock()
+	for _, w := range ws {
+		w(ch)
+	}
 }
 
 // NewStore prepares the buckets in opts.DB, migrating an older schema.
@@ -85,13 +113,29 @@ func NewStore(opts StoreOptions) (*Store, error) {
 		s.now = time.Now
 	}
 	if s.newID == nil {
-		s.newID = func() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }
+		s.newID = newID
 	}
 	if err := s.db.Update(migrate); err != nil {
 		return nil, fmt.Errorf("subscription store: preparing %s: %w", s.db.Path(), err)
 	}
 	return s, nil
 }
+
+// newID makes a 32-hex-digit id from a version 7 UUID: ids are
+// time-ordered, so inserts into the primary and history buckets append
+// and their pages can be packed full (see fillAppend).
+func newID() string {
+	u, err := uuid.NewV7()
+	if err != nil {
+		u = uuid.New()
+	}
+	return hex.EncodeToString(u[:])
+}
+
+// fillAppend is the fill percent of buckets whose keys mostly grow (ids are
+// time-ordered). bbolt's default of one half leaves every page half empty
+// when keys arrive in order.
+const fillAppend = 0.9
 
 func migrate(tx *bolt.Tx) error {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
@@ -162,8 +206,8 @@ func (s *Store) Apply(ch Change) error {
 	if err != nil {
 		return fmt.Errorf("applying change %d: %w", ch.Seq, err)
 	}
-	if applied && s.onChange != nil {
-		s.onChange(ch)
+	if applied {
+		s.notify(ch)
 	}
 	return nil
 }
@@ -184,8 +228,8 @@ func (s *Store) write(build func(tx *bolt.Tx) (*Change, error)) (*Change, error)
 	if err != nil {
 		return nil, err
 	}
-	if ch != nil && s.onChange != nil {
-		s.onChange(*ch)
+	if ch != nil {
+		s.notify(*ch)
 	}
 	return ch, nil
 }
@@ -202,6 +246,7 @@ func applyChange(tx *bolt.Tx, ch Change) error {
 		}
 	}
 	subs := tx.Bucket(bucketSubs)
+	subs.FillPercent = fillAppend
 	switch ch.Op {
 	case OpPut:
 		if ch.Subscription == nil || ch.Subscription.ID != ch.ID {
@@ -228,7 +273,9 @@ func applyChange(tx *bolt.Tx, ch Change) error {
 	if err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketHistory).Put(historyKey(ch.ID, ch.Seq), hist); err != nil {
+	hb := tx.Bucket(bucketHistory)
+	hb.FillPercent = fillAppend
+	if err := hb.Put(historyKey(ch.ID, ch.Seq), hist); err != nil {
 		return err
 	}
 	return tx.Bucket(bucketMeta).Put(keySeq, u64(ch.Seq))
@@ -288,21 +335,44 @@ func indexKeys(sub *Subscription) []indexEntry {
 		{bucketStatus, key(string(sub.Status), sub.ID), nil},
 	}
 	if sub.Status != StatusOff {
-		out = append(out, indexEntry{bucketDup, key(sub.Owner, sub.Channel.Endpoint, sub.Criteria.Normalised(), sub.ID), nil})
+		out = append(out, indexEntry{bucketDup, append(dupPrefix(sub), sub.ID...), nil})
 		if !sub.End.IsZero() {
 			out = append(out, indexEntry{bucketEnd, endKey(sub.End, sub.ID), nil})
 		}
 	}
-	if sub.Status == StatusActive {
+	if keys := matchKeys(sub); len(keys) > 0 {
 		entry := encodeMatchEntry(entryOf(sub))
-		c := sub.Criteria
-		for _, ev := range c.Events {
-			if c.Kind == Explicit {
-				out = append(out, indexEntry{bucketExplicit, key(ev, c.NHSNumber, sub.ID), entry})
+		for _, k := range keys {
+			if k.Lookup.Kind == Explicit {
+				out = append(out, indexEntry{bucketExplicit, key(k.Event, k.Lookup.NHSNumber, sub.ID), entry})
 			} else {
-				out = append(out, indexEntry{bucketGeneric, key(ev, string(c.Rule), c.Organisation, sub.ID), entry})
+				out = append(out, indexEntry{bucketGeneric, key(k.Event, string(k.Lookup.Rule), k.Lookup.Organisation, sub.ID), entry})
 			}
 		}
+	}
+	return out
+}
+
+// matchKey is one (event, lookup) a subscription can be found under.
+type matchKey struct {
+	Event  string
+	Lookup Lookup
+}
+
+// matchKeys lists where the matcher finds a subscription: only active ones
+// are indexed for matching.
+func matchKeys(sub *Subscription) []matchKey {
+	if sub.Status != StatusActive {
+		return nil
+	}
+	c := sub.Criteria
+	l := Lookup{Kind: Explicit, NHSNumber: c.NHSNumber}
+	if c.Kind == Generic {
+		l = Lookup{Kind: Generic, Rule: c.Rule, Organisation: c.Organisation}
+	}
+	out := make([]matchKey, len(c.Events))
+	for i, ev := range c.Events {
+		out[i] = matchKey{Event: ev, Lookup: l}
 	}
 	return out
 }
@@ -385,8 +455,16 @@ func (s *Store) Create(sub Subscription, actor string, opts CreateOptions) (*Sub
 	return &sub, nil
 }
 
+// dupPrefix is the duplicate-index prefix of a subscription: owner and
+// endpoint (NUL-free) then a fixed-length digest of the normalised
+// criteria, which keeps keys short whatever the criteria length.
+func dupPrefix(sub *Subscription) []byte {
+	sum := sha256.Sum256([]byte(sub.Criteria.Normalised()))
+	return append(append(key(sub.Owner, sub.Channel.Endpoint), 0), sum[:16]...)
+}
+
 func findDuplicate(tx *bolt.Tx, sub *Subscription) string {
-	prefix := append(key(sub.Owner, sub.Channel.Endpoint, sub.Criteria.Normalised()), 0)
+	prefix := dupPrefix(sub)
 	c := tx.Bucket(bucketDup).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		if id := string(k[len(prefix):]); id != sub.ID {

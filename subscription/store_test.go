@@ -106,6 +106,10 @@ func TestStoreIndexesProperty(t *testing.T) {
 			clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 			now := func() time.Time { return clock }
 			s, db := openTestStore(t, path, now)
+			mem, err := NewMemIndex(s)
+			if err != nil {
+				t.Fatal(err)
+			}
 			model := map[string]*Subscription{}
 			var ids []string
 			steps := 300
@@ -204,6 +208,7 @@ func TestStoreIndexesProperty(t *testing.T) {
 					delete(model, id)
 				}
 				checkStore(t, s, db, model)
+				checkIndexReader(t, mem, model)
 			}
 			if err := db.Close(); err != nil {
 				t.Fatal(err)
@@ -211,6 +216,11 @@ func TestStoreIndexesProperty(t *testing.T) {
 			s, db = openTestStore(t, path, now)
 			defer db.Close()
 			checkStore(t, s, db, model)
+			mem, err = NewMemIndex(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkIndexReader(t, mem, model)
 		})
 	}
 }
@@ -253,18 +263,7 @@ func checkStore(t *testing.T, s *Store, db *bolt.DB, model map[string]*Subscript
 			t.Fatalf("Get(%s) = %+v, want %+v", id, got, sub)
 		}
 	}
-	// Lookups through the public read paths equal brute-force scans.
-	for _, ev := range propEvents {
-		for n := 0; n < 4; n++ {
-			nhs := validNHS(n)
-			checkCandidates(t, s, model, ev, Lookup{Kind: Explicit, NHSNumber: nhs})
-		}
-		for _, org := range propOrgs {
-			for _, rule := range RuleTypes {
-				checkCandidates(t, s, model, ev, Lookup{Kind: Generic, Rule: rule, Organisation: org})
-			}
-		}
-	}
+	checkIndexReader(t, s, model)
 	for _, q := range []Query{{Owner: "RR8"}, {Status: StatusActive}, {Endpoint: "MBX002"}, {Owner: "X26", Status: StatusRequested}, {Event: "vaccinations-1"}} {
 		got, _, err := s.List(q)
 		if err != nil {
@@ -287,7 +286,23 @@ func checkStore(t *testing.T, s *Store, db *bolt.DB, model map[string]*Subscript
 	}
 }
 
-func checkCandidates(t *testing.T, s *Store, model map[string]*Subscription, ev string, l Lookup) {
+// checkIndexReader compares every lookup of an index with a brute-force
+// scan of the model.
+func checkIndexReader(t *testing.T, idx IndexReader, model map[string]*Subscription) {
+	t.Helper()
+	for _, ev := range propEvents {
+		for n := 0; n < 4; n++ {
+			checkCandidates(t, idx, model, ev, Lookup{Kind: Explicit, NHSNumber: validNHS(n)})
+		}
+		for _, org := range propOrgs {
+			for _, rule := range RuleTypes {
+				checkCandidates(t, idx, model, ev, Lookup{Kind: Generic, Rule: rule, Organisation: org})
+			}
+		}
+	}
+}
+
+func checkCandidates(t *testing.T, s IndexReader, model map[string]*Subscription, ev string, l Lookup) {
 	t.Helper()
 	var got, want []string
 	if err := s.Candidates(ev, []Lookup{l}, func(id string, e MatchEntry) {
@@ -468,6 +483,22 @@ func TestStoreApplyChangeLog(t *testing.T) {
 		model[sub.ID] = sub
 	}
 	checkStore(t, follower, db2, model)
+	// A MemIndex fed the same records in a scrambled order (watchers may
+	// see concurrent writers' changes out of order) ends in the same state.
+	emptyPath := filepath.Join(t.TempDir(), "c.db")
+	empty, db3 := openTestStore(t, emptyPath, nil)
+	defer db3.Close()
+	mem, err := NewMemIndex(empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range r.Perm(len(log)) {
+		mem.apply(log[i])
+	}
+	if mem.Seq() != uint64(len(log)) {
+		t.Fatalf("mem index at %d of %d", mem.Seq(), len(log))
+	}
+	checkIndexReader(t, mem, model)
 	seq1, _ := leader.Seq()
 	seq2, _ := follower.Seq()
 	if seq1 != seq2 || seq1 != uint64(len(log)) {
