@@ -1,10 +1,38 @@
 package fhir
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
+
+// TestSchemaUpToDate regenerates the embedded table from the STU3 core
+// definitions when they are available (the project's shared folder beside
+// the repository) and checks that the committed file matches.
+func TestSchemaUpToDate(t *testing.T) {
+	in := filepath.Join("..", "..", "shared", "conformance", "stu3-core")
+	if _, err := os.Stat(filepath.Join(in, "Bundle-types.json")); err != nil {
+		t.Skip("STU3 core definitions not present:", err)
+	}
+	if testing.Short() {
+		t.Skip("builds and runs the generator")
+	}
+	out := filepath.Join(t.TempDir(), "stu3.schema")
+	cmd := exec.Command("go", "run", "./internal/schemagen", "-in", in, "-out", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("schemagen: %v\n%s", err, b)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != stu3Schema {
+		t.Fatal("definitions/stu3.schema is stale: run go generate in fhir/")
+	}
+}
 
 func TestSchemaLoadTime(t *testing.T) {
 	start := time.Now()
