@@ -61,10 +61,11 @@ type Lookup struct {
 }
 
 // IndexReader yields the active subscriptions indexed under an event code
-// and any of the lookups, with the facts needed to filter them. The Store
-// implements it with bbolt prefix scans.
+// and any of the lookups, with the facts needed to filter them. The entry
+// is only valid during the call and must not be modified. The Store
+// implements it with bbolt prefix scans, MemIndex with maps.
 type IndexReader interface {
-	Candidates(eventCode string, lookups []Lookup, fn func(id string, e MatchEntry)) error
+	Candidates(eventCode string, lookups []Lookup, fn func(id string, e *MatchEntry)) error
 }
 
 // MatchEntry is what a match index holds per subscription, so that
@@ -162,7 +163,7 @@ func decodeMatchEntry(b []byte) (MatchEntry, error) {
 // Candidates implements IndexReader with one read transaction and one
 // prefix scan per lookup: cost grows with the number of candidates, not
 // with the number of stored subscriptions.
-func (s *Store) Candidates(eventCode string, lookups []Lookup, fn func(id string, e MatchEntry)) error {
+func (s *Store) Candidates(eventCode string, lookups []Lookup, fn func(id string, e *MatchEntry)) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		for _, l := range lookups {
 			var prefix []byte
@@ -177,7 +178,7 @@ func (s *Store) Candidates(eventCode string, lookups []Lookup, fn func(id string
 				if err != nil {
 					return fmt.Errorf("match index %q: %w", k, err)
 				}
-				fn(string(k[len(prefix):]), e)
+				fn(string(k[len(prefix):]), &e)
 			}
 		}
 		return nil
@@ -256,8 +257,8 @@ func MatchFacts(f EventFacts, idx IndexReader, now time.Time) ([]Match, error) {
 	if at.IsZero() {
 		at = now
 	}
-	var out []Match
-	err := idx.Candidates(f.EventCode, Lookups(f), func(id string, e MatchEntry) {
+	out := make([]Match, 0, 8)
+	err := idx.Candidates(f.EventCode, Lookups(f), func(id string, e *MatchEntry) {
 		if !passes(e, f, at, now) {
 			return
 		}
@@ -280,7 +281,7 @@ func MatchFacts(f EventFacts, idx IndexReader, now time.Time) ([]Match, error) {
 	return out, nil
 }
 
-func passes(e MatchEntry, f EventFacts, at, now time.Time) bool {
+func passes(e *MatchEntry, f EventFacts, at, now time.Time) bool {
 	if !e.End.IsZero() && !now.Before(e.End) {
 		return false
 	}

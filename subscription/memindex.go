@@ -142,12 +142,12 @@ func (m *MemIndex) Seq() uint64 {
 
 // Candidates implements IndexReader. fn runs under the index's read lock
 // and must not write to the store.
-func (m *MemIndex) Candidates(eventCode string, lookups []Lookup, fn func(id string, e MatchEntry)) error {
+func (m *MemIndex) Candidates(eventCode string, lookups []Lookup, fn func(id string, e *MatchEntry)) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	for _, l := range lookups {
 		for _, me := range m.byKey[matchKey{Event: eventCode, Lookup: l}] {
-			fn(me.id, me.entry)
+			fn(me.id, &me.entry)
 		}
 	}
 	return nil

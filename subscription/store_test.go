@@ -305,8 +305,8 @@ func checkIndexReader(t *testing.T, idx IndexReader, model map[string]*Subscript
 func checkCandidates(t *testing.T, s IndexReader, model map[string]*Subscription, ev string, l Lookup) {
 	t.Helper()
 	var got, want []string
-	if err := s.Candidates(ev, []Lookup{l}, func(id string, e MatchEntry) {
-		if e != entryOf(model[id]) {
+	if err := s.Candidates(ev, []Lookup{l}, func(id string, e *MatchEntry) {
+		if *e != entryOf(model[id]) {
 			t.Fatalf("entry of %s = %+v, want %+v", id, e, entryOf(model[id]))
 		}
 		got = append(got, id)
