@@ -82,6 +82,9 @@ func (vs *valueSet) hasCoding(c *fhir.Node) (bool, string) {
 		}
 	}
 	if vs.systems[sys] {
+		if sys == snomedSystem && !validSCTID(code) {
+			return false, what + ": not a valid SNOMED CT identifier, so"
+		}
 		return code != "", what
 	}
 	if codes, ok := vs.codes[sys]; ok {

@@ -144,6 +144,7 @@ func TestMutations(t *testing.T) {
 	v := validator(t)
 	ms := readMutations(t)
 	kinds := map[string]int{}
+	profiles := map[string]int{}
 	for _, m := range ms {
 		kinds[m.kind]++
 		t.Run(fmt.Sprintf("%d-%s", m.line, m.kind), func(t *testing.T) {
@@ -158,6 +159,7 @@ func TestMutations(t *testing.T) {
 			issues := v.ValidateBundle(b, opts)
 			for _, is := range issues {
 				if matches(is, m) {
+					profiles[strings.SplitN(is.Diagnostics, ":", 2)[0]]++
 					return
 				}
 			}
@@ -168,6 +170,7 @@ func TestMutations(t *testing.T) {
 			t.Errorf("mutations.txt:%d: want %s %s at %s containing %q; got:\n%s", m.line, m.severity, m.issueType, m.at, m.in, strings.Join(got, "\n"))
 		})
 	}
+	t.Logf("%d cases, %d rule kinds, issues from %d profiles: %v", len(ms), len(kinds), len(profiles), profiles)
 	if len(ms) < 150 {
 		t.Errorf("only %d mutation cases, want at least 150", len(ms))
 	}

@@ -179,4 +179,3 @@ func isUUID(v string) bool {
 	}
 	return true
 }
-

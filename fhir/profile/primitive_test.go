@@ -61,3 +61,14 @@ func parseDecimal(v string) (float64, bool) {
 	}
 	return f, err == nil
 }
+
+func TestSCTID(t *testing.T) {
+	for code, ok := range map[string]bool{
+		"170433008": true, "34925411000001109": true, "1085451000000103": true, "413083006": true,
+		"86637100000010": true, "17043300": false, "170433038": false, "0170433008": false, "12345": false, "1704330a8": false,
+	} {
+		if got := validSCTID(code); got != ok {
+			t.Errorf("validSCTID(%s) = %v, want %v", code, got, ok)
+		}
+	}
+}

@@ -70,9 +70,12 @@ func (v *Validator) validate(w *walker, res *fhir.Node, at fhir.Path, profileURL
 			}
 		}
 	}
-	for _, p := range profiles {
+	// Profiles first, the base definition last: an issue both report is
+	// kept once, attributed to the profile the publisher claimed.
+	for _, p := range profiles[1:] {
 		w.resource(res, at, p)
 	}
+	w.resource(res, at, base)
 }
 
 // BundleOptions say how a message bundle is checked.
