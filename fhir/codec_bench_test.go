@@ -117,3 +117,14 @@ func BenchmarkRawTokenWalk(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkCheckElementOrder(b *testing.B) {
+	c := loadBenchCorpus(b)
+	b.SetBytes(c.xmlBytes)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, n := range c.trees {
+			CheckElementOrder(n)
+		}
+	}
+}

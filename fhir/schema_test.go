@@ -127,3 +127,33 @@ func TestWalkLocations(t *testing.T) {
 		t.Fatalf("first identifier value location %v, want %s", locs, want)
 	}
 }
+
+func TestWalkSplitRuns(t *testing.T) {
+	n, err := ParseXML([]byte(`<Patient xmlns="http://hl7.org/fhir"><name><family value="A"/></name><gender value="male"/><name><family value="B"/></name><name><family value="C"/></name><telecom><value value="1"/></telecom></Patient>`), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var locs []string
+	Walk(n, func(k *Node, loc Path, el *Element, typ *Type) bool {
+		if k.Name == "family" || k.Name == "gender" || k.Name == "telecom" {
+			locs = append(locs, loc.String())
+		}
+		return true
+	})
+	want := "Patient.name[0].family Patient.gender Patient.name[1].family Patient.name[2].family Patient.telecom[0]"
+	if got := strings.Join(locs, " "); got != want {
+		t.Fatalf("got %s\nwant %s", got, want)
+	}
+	// gender belongs after telecom: everything written after it that the
+	// definition places before it is reported, each naming gender.
+	var got []string
+	for _, is := range CheckElementOrder(n) {
+		if !strings.Contains(is.Diagnostics, "must come before gender") {
+			t.Errorf("diagnostic %q", is.Diagnostics)
+		}
+		got = append(got, is.Expression)
+	}
+	if strings.Join(got, " ") != "Patient.name[1] Patient.name[2] Patient.telecom[0]" {
+		t.Fatalf("order issues %v", got)
+	}
+}

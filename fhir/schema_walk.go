@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -33,22 +34,17 @@ func walk(n *Node, loc Path, el *Element, t *Type, fn WalkFunc) {
 		}
 		return
 	}
-	idx := map[string]int(nil)
-	for _, k := range n.Children {
+	var ix siblingIndex
+	for i, k := range n.Children {
+		idx := ix.next(n.Children, i)
 		c, ok := t.Child(k.Name)
 		if !ok {
 			fn(k, loc.Field(k.Name), nil, nil)
 			continue
 		}
-		var kl Path
+		kl := loc.Field(k.Name)
 		if c.Element.Repeats() {
-			if idx == nil {
-				idx = map[string]int{}
-			}
-			kl = loc.Index(k.Name, idx[k.Name])
-			idx[k.Name]++
-		} else {
-			kl = loc.Field(k.Name)
+			kl = loc.Index(k.Name, idx)
 		}
 		walk(k, kl, c.Element, c.Type, fn)
 	}
@@ -62,9 +58,9 @@ func walk(n *Node, loc Path, el *Element, t *Type, fn WalkFunc) {
 // Trees from ParseJSON are always in order.
 func CheckElementOrder(root *Node) []Issue {
 	var out []Issue
-	Walk(root, func(n *Node, loc Path, el *Element, t *Type) bool {
-		if t == nil || t.Kind == KindContainer || len(n.Children) < 2 {
-			return true
+	walkLazy(root, func(n *Node, t *Type, stack []frame) {
+		if t.Kind == KindContainer || len(n.Children) < 2 {
+			return
 		}
 		maxOrder, last := -1, -1
 		for _, k := range n.Children {
@@ -75,21 +71,55 @@ func CheckElementOrder(root *Node) []Issue {
 			o := c.Element.Order
 			switch {
 			case o < maxOrder:
-				out = append(out, orderIssue(n, t, k, loc, fmt.Sprintf("element %s is out of order: it must come before %s", k.Name, t.Elements[maxOrder].Name)))
+				out = append(out, orderIssue(n, t, k, stack, fmt.Sprintf("element %s is out of order: it must come before %s", k.Name, t.Elements[maxOrder].Name)))
 			case o == maxOrder && last != o:
-				out = append(out, orderIssue(n, t, k, loc, fmt.Sprintf("repetitions of %s must be contiguous", k.Name)))
+				out = append(out, orderIssue(n, t, k, stack, fmt.Sprintf("repetitions of %s must be contiguous", k.Name)))
 			default:
 				maxOrder = o
 			}
 			last = o
 		}
-		return true
 	})
 	return out
 }
 
-func orderIssue(n *Node, t *Type, k *Node, loc Path, msg string) Issue {
+// walkLazy visits every node whose type is known, passing the stack of
+// frames from the root instead of a location, so that a check that rarely
+// reports pays for location text only when it does (stackPath).
+func walkLazy(root *Node, fn func(n *Node, t *Type, stack []frame)) {
+	if root == nil || root.ResourceType == "" {
+		return
+	}
+	rt := LookupType(root.ResourceType)
+	if rt == nil {
+		return
+	}
+	stack := make([]frame, 0, 16)
+	var visit func(n *Node, t *Type, el *Element)
+	visit = func(n *Node, t *Type, el *Element) {
+		stack = append(stack, frame{node: n, el: el, index: -1})
+		fn(n, t, stack)
+		if t.Kind == KindContainer {
+			for _, r := range n.Children {
+				if rt := LookupType(r.ResourceType); rt != nil {
+					visit(r, rt, nil)
+				}
+			}
+		} else {
+			for _, k := range n.Children {
+				if c, ok := t.Child(k.Name); ok && c.Type != nil {
+					visit(k, c.Type, c.Element)
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+	}
+	visit(root, rt, nil)
+}
+
+func orderIssue(n *Node, t *Type, k *Node, stack []frame, msg string) Issue {
 	c, _ := t.Child(k.Name)
+	loc := Path(stackPath(stack))
 	kl := loc.Field(k.Name)
 	if c.Element.Repeats() {
 		kl = loc.Index(k.Name, n.IndexOf(k))
@@ -130,10 +160,42 @@ func typeLabel(t *Type) string {
 // keeping their relative order), as ParseJSON does. The broker can use it to
 // forward a publisher's out-of-order XML in valid order.
 func SortElements(root *Node) {
-	Walk(root, func(n *Node, _ Path, _ *Element, t *Type) bool {
-		if t != nil && t.Kind != KindContainer && len(n.Children) > 1 {
+	walkLazy(root, func(n *Node, t *Type, _ []frame) {
+		if t.Kind != KindContainer && len(n.Children) > 1 {
 			sortChildren(n, t)
 		}
-		return true
 	})
+}
+
+// siblingIndex numbers children among same-named siblings in one pass:
+// runs count up, and only a name that reappears after another run (an
+// out-of-order tree) switches to a map, so hostile alternation stays linear.
+type siblingIndex struct {
+	prev   int
+	seen   []string
+	counts map[string]int
+}
+
+func (s *siblingIndex) next(kids []*Node, i int) int {
+	name := kids[i].Name
+	var idx int
+	switch {
+	case i > 0 && kids[i-1].Name == name:
+		idx = s.prev + 1
+	case s.counts != nil:
+		idx = s.counts[name]
+	case slices.Contains(s.seen, name):
+		s.counts = make(map[string]int, len(s.seen))
+		for _, k := range kids[:i] {
+			s.counts[k.Name]++
+		}
+		idx = s.counts[name]
+	default:
+		s.seen = append(s.seen, name)
+	}
+	if s.counts != nil {
+		s.counts[name] = idx + 1
+	}
+	s.prev = idx
+	return idx
 }
