@@ -26,7 +26,7 @@ func marshalJSON(n *Node, pretty bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &jsonWriter{buf: make([]byte, 0, 4096), pretty: pretty}
+	w := &jsonWriter{buf: make([]byte, 0, 4096), pretty: pretty, stack: make([]frame, 0, 16)}
 	if err := w.object(n, t, nil, 0); err != nil {
 		return nil, err
 	}
@@ -51,12 +51,19 @@ func (w *jsonWriter) newline(depth int) {
 }
 
 func (w *jsonWriter) key(first *bool, name string, depth int) {
+	w.keyPrefixed(first, "", name, depth)
+}
+
+// keyPrefixed writes a property name made of prefix and name ("_" for a
+// primitive's extensions) without concatenating them.
+func (w *jsonWriter) keyPrefixed(first *bool, prefix, name string, depth int) {
 	if !*first {
 		w.buf = append(w.buf, ',')
 	}
 	*first = false
 	w.newline(depth)
 	w.buf = append(w.buf, '"')
+	w.buf = append(w.buf, prefix...)
 	w.buf = append(w.buf, name...)
 	w.buf = append(w.buf, '"', ':')
 	if w.pretty {
@@ -125,7 +132,8 @@ func (w *jsonWriter) newlineIf(cond bool, depth int) {
 // runsContiguous reports whether every name forms a single run. The names
 // seen are few (bounded by the schema), so this is linear in practice.
 func runsContiguous(kids []*Node) bool {
-	var names []string
+	var buf [32]string
+	names := buf[:0]
 	for i := 0; i < len(kids); i++ {
 		if i > 0 && kids[i].Name == kids[i-1].Name {
 			continue
@@ -242,7 +250,7 @@ func (w *jsonWriter) primitive(first *bool, c Child, group []*Node, depth int) e
 	if !anyExt {
 		return nil
 	}
-	w.key(first, "_"+c.Name, depth)
+	w.keyPrefixed(first, "_", c.Name, depth)
 	if rep {
 		w.buf = append(w.buf, '[')
 	}

@@ -26,7 +26,7 @@ func marshalXML(n *Node, pretty bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &xmlWriter{buf: make([]byte, 0, 4096), pretty: pretty}
+	w := &xmlWriter{buf: make([]byte, 0, 4096), pretty: pretty, stack: make([]frame, 0, 16)}
 	w.buf = append(w.buf, `<?xml version="1.0" encoding="UTF-8"?>`...)
 	if err := w.element(n.ResourceType, n, t, nil, 0, true); err != nil {
 		return nil, err
