@@ -65,7 +65,7 @@ type AdminList struct {
 
 // AdminDetail is one subscription with its history.
 type AdminDetail struct {
-	Subscription *Subscription   `json:"subscription"`
+	Subscription *Subscription  `json:"subscription"`
 	History      []HistoryEntry `json:"history"`
 }
 
@@ -241,4 +241,3 @@ func adminJSON(w http.ResponseWriter, status int, v any) {
 func adminError(w http.ResponseWriter, status int, msg string) {
 	adminJSON(w, status, map[string]string{"error": msg})
 }
-
