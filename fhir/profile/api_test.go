@@ -78,3 +78,43 @@ func TestProfileFor(t *testing.T) {
 		}
 	}
 }
+
+func TestResourceTypeNotCompiled(t *testing.T) {
+	v := validator(t)
+	for _, c := range []struct {
+		typ  string
+		sev  fhir.Severity
+		text string
+	}{
+		{"Questionnaire", fhir.SeverityWarning, "is not validated"},
+		{"Patiant", fhir.SeverityError, "not an STU3 resource type"},
+	} {
+		issues := v.Validate(&fhir.Node{Name: c.typ, ResourceType: c.typ}, "", nil)
+		if len(issues) != 1 || issues[0].Severity != c.sev || !strings.Contains(issues[0].Diagnostics, c.text) {
+			t.Errorf("%s: %v", c.typ, issues)
+		}
+	}
+}
+
+// FuzzValidateJSON feeds whatever the JSON parser accepts to the validator,
+// which must never panic (the publish path runs it on untrusted input).
+func FuzzValidateJSON(f *testing.F) {
+	f.Add([]byte(`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9912003888"}]}`))
+	f.Add([]byte(`{"resourceType":"Bundle","type":"message","entry":[{"fullUrl":"urn:uuid:1","resource":{"resourceType":"MessageHeader","event":{"code":"x"}}}]}`))
+	f.Add([]byte(`{"resourceType":"Immunization","extension":[{"url":"https://fhir.hl7.org.uk/STU3/StructureDefinition/Extension-CareConnect-VaccinationProcedure-1","valueString":"x"}],"contained":[{"resourceType":"Patient"}]}`))
+	v, err := New(Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := fhir.ParseJSON(data, fhir.DefaultLimits())
+		if err != nil {
+			return
+		}
+		if n.ResourceType == "Bundle" {
+			v.ValidateBundle(n, BundleOptions{})
+			return
+		}
+		v.Validate(n, "", func(string) *fhir.Node { return n }, ProfileFor("vaccinations-1", n.ResourceType))
+	})
+}

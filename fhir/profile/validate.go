@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"sort"
 	"strings"
 	"sync"
 
@@ -36,7 +37,7 @@ func (v *Validator) validate(w *walker, res *fhir.Node, at fhir.Path, profileURL
 	base := v.set.Profiles[v.set.Types[res.ResourceType]]
 	if base == nil || base.Kind != "resource" {
 		w.prof = &rules.Profile{Name: "STU3"}
-		w.errorf("not-supported", at, "resource type '"+res.ResourceType+"' is not supported")
+		w.unsupported(res.ResourceType, at)
 		return
 	}
 	w.prof = base
@@ -203,4 +204,16 @@ func Validate(resource *fhir.Node, at fhir.Path, resolve Resolver, profileURLs .
 		return []fhir.Issue{{Severity: fhir.SeverityFatal, Code: fhir.InternalServerError, Diagnostics: err.Error()}}
 	}
 	return v.Validate(resource, at, resolve, profileURLs...)
+}
+
+// unsupported reports a resource whose type has no compiled definition: a
+// warning for a real STU3 type the rules leave out (it is not validated), an
+// error for a name STU3 does not have.
+func (w *walker) unsupported(typ string, at fhir.Path) {
+	i := sort.SearchStrings(w.v.set.ResourceTypes, typ)
+	if i < len(w.v.set.ResourceTypes) && w.v.set.ResourceTypes[i] == typ {
+		w.add(fhir.SeverityWarning, fhir.InvalidResource, "not-supported", at, "resource type '"+typ+"' is not validated by this service")
+		return
+	}
+	w.errorf("structure", at, "'"+typ+"' is not an STU3 resource type")
 }

@@ -278,8 +278,8 @@ func (w *walker) container(c *fhir.Node, d *rules.Element, loc fhir.Path) {
 		return
 	}
 	p := w.v.set.Profiles[w.v.set.Types[res.ResourceType]]
-	if p == nil {
-		w.errorf("not-supported", loc, "resource type "+res.ResourceType+" is not supported")
+	if p == nil || p.Kind != "resource" {
+		w.unsupported(res.ResourceType, loc)
 		return
 	}
 	saved := w.env.Resource

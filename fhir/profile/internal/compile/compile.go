@@ -62,10 +62,22 @@ func Compile(resources []*fhir.Node, opts Options) (*rules.Set, error) {
 			c.set.Types[k] = t
 		}
 		c.set.Notes = append(c.set.Notes, b.Notes...)
+		c.set.ResourceTypes = append(c.set.ResourceTypes, b.ResourceTypes...)
 	}
 	for _, r := range resources {
 		c.index(r)
 	}
+	types := map[string]bool{}
+	for _, t := range c.set.ResourceTypes {
+		types[t] = true
+	}
+	for url, sd := range c.sds {
+		if sd.Str("kind") == "resource" && sd.Str("derivation") == "specialization" && url == CoreBase+sd.Str("type") && !types[sd.Str("type")] {
+			types[sd.Str("type")] = true
+			c.set.ResourceTypes = append(c.set.ResourceTypes, sd.Str("type"))
+		}
+	}
+	sort.Strings(c.set.ResourceTypes)
 	queue := append([]string(nil), opts.Roots...)
 	seen := map[string]bool{}
 	for len(queue) > 0 {

@@ -13,6 +13,10 @@ type Set struct {
 	// base definition, so that an element whose snapshot does not unroll its
 	// children can be checked against the type's own definition.
 	Types map[string]string
+	// ResourceTypes lists every resource type of the base specification,
+	// compiled or not, so that a resource of a valid type the set does not
+	// cover can be told from a misspelt one.
+	ResourceTypes []string
 	// Notes lists what the compiler accepted without a full rule: extensible
 	// bindings whose value set cannot be expanded offline (they would only
 	// warn) and optional slices without a discriminator value (published
