@@ -579,3 +579,55 @@ func TestAPIReviewPolicyAndLifecycle(t *testing.T) {
 		t.Fatalf("expiry history %+v", last)
 	}
 }
+
+func TestPolicyReview(t *testing.T) {
+	cases := []struct {
+		name   string
+		p      Policy
+		owner  string
+		kind   Kind
+		review bool
+	}{
+		{"zero policy activates everything", Policy{}, "RR8", Generic, false},
+		{"review generic for all", Policy{Review: map[string][]Kind{"*": {Generic}}}, "RR8", Generic, true},
+		{"review generic for all, explicit passes", Policy{Review: map[string][]Kind{"*": {Generic}}}, "RR8", Explicit, false},
+		{"review one organisation", Policy{Review: map[string][]Kind{"X26": {Explicit, Generic}}}, "RR8", Explicit, false},
+		{"review one organisation, hit", Policy{Review: map[string][]Kind{"X26": {Explicit, Generic}}}, "X26", Explicit, true},
+		{"auto-activate list wins", Policy{Review: map[string][]Kind{"*": {Generic}}, AutoActivate: map[string][]Kind{"RR8": {Generic}}}, "RR8", Generic, false},
+		{"auto-activate: unlisted owner waits", Policy{AutoActivate: map[string][]Kind{"RR8": {Generic, Explicit}}}, "X26", Explicit, true},
+		{"auto-activate: unlisted kind waits", Policy{AutoActivate: map[string][]Kind{"*": {Explicit}}}, "X26", Generic, true},
+		{"auto-activate empty: everything waits", Policy{AutoActivate: map[string][]Kind{}}, "X26", Explicit, true},
+	}
+	for _, tc := range cases {
+		if got := tc.p.needsReview(tc.owner, tc.kind); got != tc.review {
+			t.Errorf("%s: needsReview = %v", tc.name, got)
+		}
+	}
+}
+
+func TestRegistryIdentifier(t *testing.T) {
+	if _, err := NewRegistryIdentifier(map[string]RegistryEntry{"1": {ODS: "RR8", Mailboxes: []string{"M1"}}, "2": {ODS: "X26", Mailboxes: []string{"M1"}}}); err == nil {
+		t.Fatal("one mailbox registered to two organisations was accepted")
+	}
+	if _, err := NewRegistryIdentifier(map[string]RegistryEntry{"1": {ODS: "rr8"}}); err == nil {
+		t.Fatal("a malformed ODS code was accepted")
+	}
+	r, err := NewRegistryIdentifier(map[string]RegistryEntry{"1": {ODS: "RR8", Mailboxes: []string{"M1"}}, "2": {ODS: "RR8", Mailboxes: []string{"M1", "M2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ods, ok := r.MailboxOwner("M2"); !ok || ods != "RR8" {
+		t.Fatalf("M2 → %q %v", ods, ok)
+	}
+	if _, ok := r.MailboxOwner("M3"); ok {
+		t.Fatal("unknown mailbox has an owner")
+	}
+	req := httptest.NewRequest("GET", "/STU3/Subscription", nil)
+	req.Header.Set("fromASID", " 2 ")
+	if c, o := r.Identify(req); o != nil || c.ODS != "RR8" || c.ASID != "2" {
+		t.Fatalf("identify: %+v %+v", c, o)
+	}
+	if !(Caller{}).MaySubscribe("x") || (Caller{SubscribeEvents: []string{"a"}}).MaySubscribe("b") || !(Caller{SubscribeEvents: []string{"*"}}).MaySubscribe("b") {
+		t.Fatal("MaySubscribe")
+	}
+}

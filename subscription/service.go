@@ -25,6 +25,12 @@ type Policy struct {
 	// wait in requested until an operator approves them. Everything else is
 	// activated at creation, as NEMS does.
 	Review map[string][]Kind
+	// AutoActivate, when not nil, is the positive form and takes
+	// precedence over Review: only subscriptions whose owner ODS code (or
+	// "*") lists their kind are activated at creation; every other one
+	// waits in requested. config's subscriptions.auto_activate maps onto it
+	// directly.
+	AutoActivate map[string][]Kind
 	// AllowHTTPWebhooks accepts http:// rest-hook endpoints (tests, local
 	// networks); https is always accepted.
 	AllowHTTPWebhooks bool
@@ -35,8 +41,16 @@ type Policy struct {
 // needsReview reports whether a new subscription of this owner and kind
 // waits for an operator.
 func (p Policy) needsReview(owner string, k Kind) bool {
+	if p.AutoActivate != nil {
+		return !listed(p.AutoActivate, owner, k)
+	}
+	return listed(p.Review, owner, k)
+}
+
+// listed reports whether kind k is listed for owner or for "*".
+func listed(m map[string][]Kind, owner string, k Kind) bool {
 	for _, key := range []string{owner, "*"} {
-		for _, x := range p.Review[key] {
+		for _, x := range m[key] {
 			if x == k {
 				return true
 			}
