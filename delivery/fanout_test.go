@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/ems-broker/ems/delivery/internal/testnats"
 	"github.com/ems-broker/ems/delivery/mesh"
@@ -27,6 +28,7 @@ type env struct {
 	cat   *catalog.Catalog
 	meshS *mesh.Store
 	st    *Streams
+	db    *bolt.DB
 }
 
 func newEnv(t *testing.T) *env {
@@ -53,7 +55,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{ns: ns, store: store, cat: catalog.Default(), meshS: meshStore, st: st}
+	return &env{ns: ns, store: store, cat: catalog.Default(), meshS: meshStore, st: st, db: db}
 }
 
 func (e *env) subscribe(t *testing.T, channel, endpoint, criteria string, headers ...string) string {

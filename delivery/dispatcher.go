@@ -1,0 +1,424 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ems-broker/ems/subscription"
+)
+
+// Policy is the retry policy of one endpoint.
+type Policy struct {
+	Backoff Backoff
+	// MaxAttempts and MaxAge end the retries, whichever comes first.
+	MaxAttempts int
+	MaxAge      time.Duration
+	// RetryAfterMax bounds a server's Retry-After: honoured, but a
+	// misbehaving endpoint cannot park a job for a year.
+	RetryAfterMax time.Duration
+}
+
+// DefaultPolicy retries for 24 hours: 10 s doubling to a 1 h cap, full
+// jitter, and at most 100 attempts.
+func DefaultPolicy() Policy {
+	return Policy{Backoff: Backoff{Initial: 10 * time.Second, Max: time.Hour, Multiplier: 2},
+		MaxAttempts: 100, MaxAge: 24 * time.Hour, RetryAfterMax: time.Hour}
+}
+
+// WebhookSender makes one attempt.
+type WebhookSender interface {
+	Send(ctx context.Context, j *Job) Result
+}
+
+// StatusSetter moves subscriptions whose endpoint is gone to error.
+type StatusSetter interface {
+	SetStatusFrom(id string, from []subscription.Status, to subscription.Status, actor, note string) (*subscription.Subscription, error)
+}
+
+// DispatcherOptions configure the webhook dispatcher.
+type DispatcherOptions struct {
+	JS               jetstream.JetStream
+	DeliveriesStream string
+	DeadStream       string
+	Durable          string // default "ems-delivery-webhooks"
+	Log              *Log
+	Sender           WebhookSender
+	Statuses         StatusSetter
+	// Policy returns the retry policy for an endpoint (nil: DefaultPolicy).
+	Policy func(endpoint string) Policy
+	// Concurrency is the in-flight limit per endpoint (default 4).
+	Concurrency func(endpoint string) int
+	Breaker     BreakerConfig
+	// AckWait must exceed the webhook timeout; MaxDeliver is a safety net
+	// above the policy's attempts (holds for ordering and open breakers
+	// are redeliveries too), never JetStream's unlimited default.
+	AckWait    time.Duration
+	MaxDeliver int
+	Logger     *slog.Logger
+	Metrics    *Metrics
+	Now        func() time.Time
+	Rand       func() float64
+}
+
+// Dispatcher sends webhook jobs.
+type Dispatcher struct {
+	o    DispatcherOptions
+	cons jetstream.Consumer
+
+	mu        sync.Mutex
+	endpoints map[string]*endpointState
+	// order holds, per order key, the event sequences of jobs not yet
+	// terminal, sorted: only the smallest may be attempted.
+	order map[string][]uint64
+	next  map[string]time.Time // order key → head's next attempt
+}
+
+type endpointState struct {
+	sem     chan struct{}
+	breaker *breaker
+}
+
+// NewDispatcher creates (or updates) the durable consumer on the deliveries
+// stream and loads the ordering index.
+func NewDispatcher(ctx context.Context, o DispatcherOptions) (*Dispatcher, error) {
+	if o.Durable == "" {
+		o.Durable = "ems-delivery-webhooks"
+	}
+	if o.DeliveriesStream == "" {
+		o.DeliveriesStream = DefaultDeliveriesStream
+	}
+	if o.DeadStream == "" {
+		o.DeadStream = DefaultDeadStream
+	}
+	if o.Policy == nil {
+		o.Policy = func(string) Policy { return DefaultPolicy() }
+	}
+	if o.Concurrency == nil {
+		o.Concurrency = func(string) int { return 4 }
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = time.Minute
+	}
+	if o.MaxDeliver <= 0 {
+		o.MaxDeliver = 10000
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
+	cons, err := o.JS.CreateOrUpdateConsumer(ctx, o.DeliveriesStream, jetstream.ConsumerConfig{
+		Durable:       o.Durable,
+		Description:   "EMS webhook dispatcher",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    o.MaxDeliver,
+		MaxAckPending: 4096,
+		FilterSubject: JobSubjectPrefix + "hook.>",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating webhook consumer on %s: %w", o.DeliveriesStream, err)
+	}
+	order, err := o.Log.pendingOrder()
+	if err != nil {
+		return nil, fmt.Errorf("loading the ordering index: %w", err)
+	}
+	for _, seqs := range order {
+		slices.Sort(seqs)
+	}
+	return &Dispatcher{o: o, cons: cons, endpoints: map[string]*endpointState{}, order: order, next: map[string]time.Time{}}, nil
+}
+
+// Run dispatches jobs until ctx ends, then waits for attempts in flight.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	it, err := d.cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("consuming delivery jobs: %w", err)
+	}
+	go func() { <-ctx.Done(); it.Stop() }()
+	var wg sync.WaitGroup
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				break
+			}
+			d.o.Logger.Warn("dispatcher: reading jobs", "err", err)
+			continue
+		}
+		job, err := DecodeJob(msg.Headers(), msg.Data())
+		if err != nil {
+			d.o.Logger.Error("dispatcher: undecodable job dropped", "subject", msg.Subject(), "err", err)
+			_ = msg.Term()
+			continue
+		}
+		// Entered in the ordering index here, in delivery order, before
+		// any goroutine can race a later job past an earlier one.
+		d.enter(job)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.handle(ctx, msg, job)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (d *Dispatcher) enter(j *Job) {
+	k := j.OrderKey()
+	if k == "" {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seqs := d.order[k]
+	i, found := slices.BinarySearch(seqs, j.EventSeq)
+	if !found {
+		d.order[k] = slices.Insert(seqs, i, j.EventSeq)
+	}
+}
+
+func (d *Dispatcher) leave(j *Job) {
+	k := j.OrderKey()
+	if k == "" {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seqs := d.order[k]
+	if i, found := slices.BinarySearch(seqs, j.EventSeq); found {
+		seqs = slices.Delete(seqs, i, i+1)
+	}
+	if len(seqs) == 0 {
+		delete(d.order, k)
+		delete(d.next, k)
+	} else {
+		d.order[k] = seqs
+	}
+}
+
+// blocked says whether an earlier job for the same patient and endpoint is
+// unfinished, and how long to hold this one.
+func (d *Dispatcher) blocked(j *Job, now time.Time) (bool, time.Duration) {
+	k := j.OrderKey()
+	if k == "" {
+		return false, 0
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seqs := d.order[k]
+	if len(seqs) == 0 || seqs[0] >= j.EventSeq {
+		return false, 0
+	}
+	hold := 100 * time.Millisecond
+	if next, ok := d.next[k]; ok && next.After(now) {
+		hold = next.Sub(now) + 50*time.Millisecond
+	}
+	return true, min(hold, 30*time.Second) + time.Duration(d.o.Rand()*float64(50*time.Millisecond))
+}
+
+func (d *Dispatcher) endpoint(j *Job) *endpointState {
+	tok := EndpointToken(j.Channel, j.Endpoint)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.endpoints[tok]
+	if st == nil {
+		st = &endpointState{sem: make(chan struct{}, max(1, d.o.Concurrency(j.Endpoint)))}
+		st.breaker = newBreaker(d.o.Breaker, func(s BreakerState) {
+			d.o.Logger.Warn("circuit breaker changed", "endpoint", j.Endpoint, "token", tok, "state", s.String())
+			d.o.Metrics.breaker.WithLabelValues(tok).Set(float64(s))
+			d.o.Metrics.transitions.WithLabelValues(s.String()).Inc()
+		})
+		d.endpoints[tok] = st
+	}
+	return st
+}
+
+// BreakerStates reports each known endpoint's breaker (admin API).
+func (d *Dispatcher) BreakerStates() map[string]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]string{}
+	for tok, st := range d.endpoints {
+		out[tok] = st.breaker.State().String()
+	}
+	return out
+}
+
+func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
+	now := d.o.Now()
+	rec, err := d.o.Log.Begin(j, now)
+	if err != nil {
+		d.o.Logger.Error("dispatcher: recording job", "job", j.ID, "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if rec.Terminal() || j.Generation < rec.Generation {
+		// A duplicate of a finished job (a fan-out re-run, or the ack of
+		// the finished one was lost): never deliver it twice.
+		d.leave(j)
+		_ = msg.Ack()
+		return
+	}
+	if hold, wait := d.blocked(j, now); hold {
+		_ = msg.NakWithDelay(wait)
+		return
+	}
+	ep := d.endpoint(j)
+	if ok, wait := ep.breaker.Allow(now); !ok {
+		_ = msg.NakWithDelay(wait + time.Duration(d.o.Rand()*float64(wait/10+time.Millisecond)))
+		return
+	}
+	tok := EndpointToken(j.Channel, j.Endpoint)
+	d.o.Metrics.backlog.WithLabelValues(tok).Inc()
+	defer d.o.Metrics.backlog.WithLabelValues(tok).Dec()
+	if !d.acquire(ctx, msg, ep) {
+		ep.breaker.release()
+		return
+	}
+	res := d.o.Sender.Send(ctx, j)
+	<-ep.sem
+	at := d.o.Now()
+	ep.breaker.Record(res.Class != Retry, at)
+	d.o.Metrics.attempt.WithLabelValues(j.Channel).Observe(res.Latency.Seconds())
+	a := Attempt{At: at, Generation: j.Generation, Status: res.Status, Outcome: res.Class.String(),
+		LatencyMs: float64(res.Latency.Microseconds()) / 1000}
+	if res.Err != nil {
+		a.Error = res.Err.Error()
+	}
+	d.settle(ctx, msg, j, rec, a, res)
+}
+
+// acquire waits for the endpoint's concurrency slot, telling JetStream the
+// job is in progress meanwhile so that waiting is not mistaken for a crash.
+func (d *Dispatcher) acquire(ctx context.Context, msg jetstream.Msg, ep *endpointState) bool {
+	t := time.NewTicker(d.o.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case ep.sem <- struct{}{}:
+			return true
+		case <-t.C:
+			_ = msg.InProgress()
+		case <-ctx.Done():
+			_ = msg.NakWithDelay(time.Second)
+			return false
+		}
+	}
+}
+
+func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, j *Job, rec *Record, a Attempt, res Result) {
+	pol := d.o.Policy(j.Endpoint)
+	switch res.Class {
+	case Delivered:
+		if _, err := d.o.Log.Attempted(j, a, StateDelivered, time.Time{}, ""); err != nil {
+			d.o.Logger.Error("recording delivery", "job", j.ID, "err", err)
+		}
+		d.leave(j)
+		d.o.Metrics.deliveries.WithLabelValues(j.Channel, "delivered", j.EventCode).Inc()
+		_ = msg.Ack()
+		return
+	case Gone:
+		d.gone(j, res)
+		d.dead(ctx, msg, j, a, "gone", res)
+		return
+	case Rejected:
+		d.dead(ctx, msg, j, a, "rejected", res)
+		return
+	}
+	attempts := rec.AttemptCount + 1
+	first := rec.FirstAttempt
+	if first.IsZero() {
+		first = a.At
+	}
+	if attempts >= pol.MaxAttempts || a.At.Sub(first) >= pol.MaxAge {
+		d.dead(ctx, msg, j, a, "exhausted", res)
+		return
+	}
+	delay := pol.Backoff.Delay(attempts, d.o.Rand)
+	if res.HasRetry {
+		delay = max(delay, min(res.RetryAfter, pol.RetryAfterMax))
+	}
+	next := a.At.Add(delay)
+	if _, err := d.o.Log.Attempted(j, a, StateRetrying, next, ""); err != nil {
+		d.o.Logger.Error("recording attempt", "job", j.ID, "err", err)
+	}
+	if k := j.OrderKey(); k != "" {
+		d.mu.Lock()
+		d.next[k] = next
+		d.mu.Unlock()
+	}
+	d.o.Metrics.deliveries.WithLabelValues(j.Channel, "retry", j.EventCode).Inc()
+	d.o.Logger.Info("delivery failed; will retry", "job", j.ID, "endpoint", j.Endpoint, "attempt", attempts,
+		"status", res.Status, "err", a.Error, "retry_in", delay)
+	_ = msg.NakWithDelay(delay)
+}
+
+// gone puts the subscriptions behind a 410 into error.
+func (d *Dispatcher) gone(j *Job, res Result) {
+	if d.o.Statuses == nil {
+		return
+	}
+	for _, m := range j.Matches {
+		_, err := d.o.Statuses.SetStatusFrom(m.Subscription, []subscription.Status{subscription.StatusActive},
+			subscription.StatusError, "delivery", fmt.Sprintf("endpoint answered %d Gone", res.Status))
+		if err != nil && !errors.Is(err, subscription.ErrTransition) && !errors.Is(err, subscription.ErrNotFound) {
+			d.o.Logger.Error("setting subscription to error after 410", "subscription", m.Subscription, "err", err)
+		}
+	}
+}
+
+// dead moves the job to the dead-letter stream, then acknowledges it; if
+// storing the dead letter fails the job stays where it is.
+func (d *Dispatcher) dead(ctx context.Context, msg jetstream.Msg, j *Job, a Attempt, reason string, res Result) {
+	rec, err := d.o.Log.Get(j.ID)
+	if err != nil {
+		d.o.Logger.Error("dead letter: reading record", "job", j.ID, "err", err)
+	}
+	attempts := 1
+	if rec != nil {
+		attempts = rec.AttemptCount + 1
+	}
+	dm := j.Msg()
+	dm.Subject = DeadSubjectPrefix + "hook." + EndpointToken(j.Channel, j.Endpoint)
+	dm.Header.Set(nats.MsgIdHdr, j.ID+"#dead"+strconv.Itoa(j.Generation))
+	dm.Header.Set(HeaderDeadReason, reason)
+	dm.Header.Set(HeaderDeadStatus, strconv.Itoa(res.Status))
+	dm.Header.Set(HeaderDeadAttempts, strconv.Itoa(attempts))
+	dm.Header.Set(HeaderDeadAt, a.At.UTC().Format(time.RFC3339Nano))
+	if res.Err != nil {
+		dm.Header.Set("Ems-Dead-Error", res.Err.Error())
+	}
+	if _, err := d.o.JS.PublishMsg(ctx, dm); err != nil {
+		d.o.Logger.Error("storing dead letter; job kept", "job", j.ID, "err", err)
+		_ = msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	if _, err := d.o.Log.Attempted(j, a, StateDead, time.Time{}, reason); err != nil {
+		d.o.Logger.Error("recording dead letter", "job", j.ID, "err", err)
+	}
+	d.leave(j)
+	d.o.Metrics.dead.WithLabelValues(j.Channel, reason).Inc()
+	d.o.Metrics.deliveries.WithLabelValues(j.Channel, "dead", j.EventCode).Inc()
+	d.o.Logger.Warn("delivery dead-lettered", "job", j.ID, "endpoint", j.Endpoint, "reason", reason,
+		"status", res.Status, "attempts", attempts, "err", a.Error)
+	_ = msg.Ack()
+}
