@@ -32,8 +32,10 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// AdminListen is the address of the operator API; empty disables it.
 	AdminListen string `yaml:"admin_listen"`
-	// AdminToken, when set, is the bearer token the operator API requires.
+	// AdminToken, when set, is a bearer token of the operator API, for an
+	// operator named "admin"; Admin.Tokens names several.
 	AdminToken Secret `yaml:"admin_token"`
+	Admin      Admin  `yaml:"admin"`
 
 	Log           Log              `yaml:"log"`
 	NATS          NATS             `yaml:"nats"`
@@ -43,6 +45,22 @@ type Config struct {
 	Registry      Registry         `yaml:"registry"`
 	Subscriptions Subscriptions    `yaml:"subscriptions"`
 	HTTP          HTTP             `yaml:"http"`
+}
+
+// Admin configures the operator API.
+type Admin struct {
+	// Tokens are the operators' bearer tokens, each with the name the
+	// audit log records.
+	Tokens []AdminToken `yaml:"tokens"`
+	// AuditRetention is how long audit entries are kept; zero keeps them
+	// all.
+	AuditRetention time.Duration `yaml:"audit_retention"`
+}
+
+// AdminToken is one operator credential.
+type AdminToken struct {
+	Name  string `yaml:"name"`
+	Token Secret `yaml:"token"`
 }
 
 // Log configures the structured logger.
@@ -204,6 +222,7 @@ func Default() Config {
 		DataDir:     "./ems-data",
 		Listen:      "127.0.0.1:8080",
 		AdminListen: "127.0.0.1:8081",
+		Admin:       Admin{AuditRetention: 90 * 24 * time.Hour},
 		Log:         Log{Level: "info", Format: "json"},
 		NATS: NATS{
 			Embedded: Embedded{

@@ -225,12 +225,13 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The example states the defaults; apart from the illustrative events,
-	// registry and auto_activate entries it must equal them.
+	// registry, auto_activate and admin token entries it must equal them.
 	want := Default()
 	if err := want.finish(os.Getenv); err != nil {
 		t.Fatal(err)
 	}
 	want.Events, want.Registry, want.Subscriptions.AutoActivate = c.Events, c.Registry, c.Subscriptions.AutoActivate
+	want.Admin.Tokens = c.Admin.Tokens
 	want.NATS.URLs = c.NATS.URLs // [] in the file, nil by default
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("example.yaml differs from the defaults:\n got %+v\nwant %+v", c, want)

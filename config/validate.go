@@ -35,6 +35,26 @@ func (c Config) Validate() error {
 	if c.AdminListen != "" && c.AdminListen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
 		v.add("admin_listen", "must differ from listen (%q)", c.Listen)
 	}
+	names := map[string]bool{}
+	if c.AdminToken.IsSet() {
+		names["admin"] = true
+	}
+	for i, t := range c.Admin.Tokens {
+		field := fmt.Sprintf("admin.tokens[%d]", i)
+		switch {
+		case t.Name == "":
+			v.add(field+".name", "is required: the audit log records it")
+		case names[t.Name]:
+			v.add(field+".name", "%q is used twice (admin_token is named \"admin\")", t.Name)
+		}
+		names[t.Name] = true
+		if !t.Token.IsSet() {
+			v.add(field+".token", "is required")
+		}
+	}
+	if c.Admin.AuditRetention < 0 {
+		v.add("admin.audit_retention", "must not be negative")
+	}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 

@@ -69,13 +69,14 @@ func startEMSD(t *testing.T, dataDir string, extraConfig string) *emsd {
 	t.Helper()
 	cfg := filepath.Join(dataDir, "emsd.yaml")
 	if _, err := os.Stat(cfg); os.IsNotExist(err) {
-		body := "nats:\n  embedded:\n    client_listen: 127.0.0.1:0\n" + extraConfig
+		body := "nats:\n  embedded:\n    client_listen: 127.0.0.1:0\n" +
+			"admin:\n  tokens:\n    - name: integration\n      token: " + adminToken + "\n" + extraConfig
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	e := &emsd{t: t, dataDir: dataDir,
-		args: []string{"--config", cfg, "--data-dir", dataDir, "--listen", "127.0.0.1:0"}}
+		args: []string{"--config", cfg, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}}
 	e.start()
 	t.Cleanup(e.stop)
 	return e
@@ -161,6 +162,24 @@ func (e *emsd) readyField(k string) string {
 	defer e.mu.Unlock()
 	s, _ := e.ready[k].(string)
 	return s
+}
+
+// adminToken is the operator token every test emsd accepts.
+const adminToken = "integration-token-0123456789"
+
+// adminURL is the operator API.
+func (e *emsd) adminURL() string { return "http://" + e.readyField("admin") }
+
+// admin calls the operator API with the test token.
+func (e *emsd) admin(t *testing.T, method, path, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, e.adminURL()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, b := do(t, req)
+	return resp, string(b)
 }
 
 // baseURL is the public FHIR API.

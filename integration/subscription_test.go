@@ -176,3 +176,45 @@ func TestSubscriptionAPIEndToEnd(t *testing.T) {
 		t.Fatalf("generic subscription lost across restart: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestSubscriptionReviewThroughAdminAPI: with review on for generic
+// subscriptions, one waits until an operator approves it; the approval is
+// in the subscription's history and the audit log.
+func TestSubscriptionReviewThroughAdminAPI(t *testing.T) {
+	e := startEMSD(t, t.TempDir(), registryConfig+"subscriptions:\n  auto_activate:\n    - ods: \"*\"\n      kind: explicit\n")
+	sub01 := map[string]string{"fromASID": "200000000115", "Content-Type": "application/fhir+json"}
+	generic := "/Bundle?type=message&MessageHeader.event=pds-change-of-gp-1&subscriptionRuleType=COUNTRYCODE&Organization.identifier=E92000001"
+	resp, body := e.request(t, http.MethodPost, "/STU3/Subscription", genericJSON("SUB01", "SUB01_MAILBOX2", generic), sub01)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create: %d %s", resp.StatusCode, body)
+	}
+	loc := resp.Header.Get("Location")
+	id := loc[strings.LastIndex(strings.SplitN(loc, "/_history", 2)[0], "/")+1:]
+	id = strings.SplitN(id, "/", 2)[0]
+
+	// The admin API refuses callers without the token.
+	req, _ := http.NewRequest(http.MethodGet, e.adminURL()+"/admin/v1/subscriptions/pending", nil)
+	if r, _ := do(t, req); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no token: %d", r.StatusCode)
+	}
+	resp, body = e.admin(t, http.MethodGet, "/admin/v1/subscriptions/pending", "")
+	if resp.StatusCode != 200 || !strings.Contains(body, id) || !strings.Contains(body, `"requested"`) {
+		t.Fatalf("pending: %d %s", resp.StatusCode, body)
+	}
+	resp, body = e.admin(t, http.MethodPost, "/admin/v1/subscriptions/"+id+"/approve", `{"note":"IG checked"}`)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"active"`) {
+		t.Fatalf("approve: %d %s", resp.StatusCode, body)
+	}
+	resp, body = e.request(t, http.MethodGet, "/STU3/Subscription/"+id, "", map[string]string{"fromASID": "200000000115"})
+	if !strings.Contains(body, `<status value="active"/>`) {
+		t.Fatalf("after approval: %d %s", resp.StatusCode, body)
+	}
+	resp, body = e.admin(t, http.MethodGet, "/admin/v1/subscriptions/"+id, "")
+	if !strings.Contains(body, "operator:integration") || !strings.Contains(body, "IG checked") {
+		t.Fatalf("history: %s", body)
+	}
+	resp, body = e.admin(t, http.MethodGet, "/admin/v1/audit", "")
+	if !strings.Contains(body, `"/admin/v1/subscriptions/`+id+`/approve"`) || !strings.Contains(body, `"operator": "integration"`) {
+		t.Fatalf("audit: %s", body)
+	}
+}

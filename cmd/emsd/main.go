@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/ems-broker/ems/admin"
 	"github.com/ems-broker/ems/broker"
 	"github.com/ems-broker/ems/config"
 	"github.com/ems-broker/ems/fhir"
@@ -170,6 +171,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}()
 	down.add(func() { stopSweep(); <-sweepDone })
 
+	adminSrv, err := newAdmin(cfg, db)
+	if err != nil {
+		return err
+	}
+	if adminSrv != nil {
+		if err := subscription.RegisterAdmin(adminSrv, subs.svc, subscription.AdminOptions{
+			Actor: operatorActor, RecordChange: admin.RecordChange,
+		}); err != nil {
+			return err
+		}
+	}
+
 	ready := func() error {
 		if nc.nc.Status().String() != "CONNECTED" {
 			return fmt.Errorf("nats connection is %s", nc.nc.Status())
@@ -210,9 +223,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(public) }()
-
 	readyAttrs := []any{"http", public.Addr().String(), "version", version, "data_dir", cfg.DataDir,
 		"startup_ms", time.Since(started).Milliseconds()}
 	if nc.srv != nil && cfg.NATS.Embedded.ClientListen != "" {
@@ -220,18 +230,46 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	} else if nc.srv == nil {
 		readyAttrs = append(readyAttrs, "nats", nc.nc.ConnectedUrlRedacted())
 	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- srv.Serve(public) }()
+	servers := []*http.Server{srv}
+
+	if adminSrv != nil {
+		adminL, err := listen(cfg.AdminListen, "admin_listen")
+		if err != nil {
+			return err
+		}
+		adminHTTP := &http.Server{
+			Handler:           adminSrv,
+			ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+			ReadTimeout:       cfg.HTTP.ReadTimeout,
+			// pprof's CPU profile streams for up to its seconds parameter.
+			WriteTimeout:   max(cfg.HTTP.WriteTimeout, 2*time.Minute),
+			IdleTimeout:    cfg.HTTP.IdleTimeout,
+			MaxHeaderBytes: 64 << 10,
+			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		go func() { serveErr <- adminHTTP.Serve(adminL) }()
+		servers = append(servers, adminHTTP)
+		readyAttrs = append(readyAttrs, "admin", adminL.Addr().String())
+	} else {
+		log.Warn("admin API disabled: configure admin.tokens (or admin_token) to enable it")
+	}
+
 	log.Info("emsd ready", readyAttrs...)
 
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
-		return fmt.Errorf("public HTTP server: %w", err)
+		return fmt.Errorf("HTTP server: %w", err)
 	}
 	log.Info("shutting down: draining in-flight requests", "timeout", cfg.HTTP.ShutdownTimeout)
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
 	defer cancelShutdown()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("HTTP shutdown incomplete", "err", err)
+	for _, s := range servers {
+		if err := s.Shutdown(shutdownCtx); err != nil {
+			log.Warn("HTTP shutdown incomplete", "err", err)
+		}
 	}
 	log.Info("emsd stopped")
 	return nil
