@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -247,6 +248,64 @@ func TestWebhookDeadLetterAndRetryAfter(t *testing.T) {
 	}
 	if dl.Header.Get(HeaderDeadReason) != "exhausted" || dl.Header.Get(HeaderDeadStatus) != "503" || dl.Header.Get(HeaderDeadAttempts) != "3" {
 		t.Fatalf("dead letter headers %v", dl.Header)
+	}
+
+	// Fixed endpoint: replay through the admin API delivers it.
+	mu.Lock()
+	broken = false
+	mu.Unlock()
+	admin := httptest.NewServer(NewAdminHandler(AdminOptions{Log: p.log, Dispatcher: p.disp,
+		Replayer: &Replayer{JS: e.ns.JS, Dead: p.st.Dead, Log: p.log, Subscriptions: e.store, Now: time.Now}}))
+	defer admin.Close()
+	resp, err := http.Get(admin.URL + AdminPrefix + "/dead-letters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"reason": "exhausted"`) {
+		t.Fatalf("dead letters: %s", b)
+	}
+	resp, err = http.Post(admin.URL+AdminPrefix+"/dead-letters/replay?event=ev-dead", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "ev-dead") {
+		t.Fatalf("replay %d %s", resp.StatusCode, b)
+	}
+	waitFor(t, "replayed delivery", func() bool { return len(rc.delivered()) == 1 })
+	waitFor(t, "log shows delivered", func() bool {
+		r, err := p.log.Get(rc.delivered()[0].id)
+		return err == nil && r.State == StateDelivered && r.Generation == 1 && r.TotalAttempts == 4
+	})
+	if dls, _ := (&Replayer{Dead: p.st.Dead}).DeadLetters(context.Background(), Query{}); len(dls) != 0 {
+		t.Fatalf("dead letter not removed after replay: %d", len(dls))
+	}
+}
+
+func TestReplayRefusedForInactiveSubscription(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(int, *http.Request) (int, string) { return 400, "" })
+	nhs := validNHS(9)
+	id := e.subscribe(t, "rest-hook", rc.srv.URL, hookCriteria(nhs))
+	p := startPipeline(t, e, fast, BreakerConfig{})
+	emit(t, e.ns.JS, nhs, "ev-400", 1)
+	var dls []DeadLetter
+	rp := &Replayer{JS: e.ns.JS, Dead: p.st.Dead, Log: p.log, Subscriptions: e.store, Now: time.Now}
+	waitFor(t, "dead letter after a 400", func() bool {
+		dls, _ = rp.DeadLetters(context.Background(), Query{})
+		return len(dls) == 1
+	})
+	if dls[0].Reason != "rejected" || dls[0].Status != 400 || len(rc.all()) != 1 {
+		t.Fatalf("a 400 is not retried: %+v, %d requests", dls[0], len(rc.all()))
+	}
+	if _, err := e.store.SetStatus(id, subscription.StatusOff, "test", "suspended"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rp.Replay(context.Background(), dls[0]); !errors.Is(err, ErrNotReplayable) {
+		t.Fatalf("replay of an inactive subscription: %v", err)
 	}
 }
 
