@@ -45,6 +45,7 @@ type Config struct {
 	Registry      Registry         `yaml:"registry"`
 	Subscriptions Subscriptions    `yaml:"subscriptions"`
 	HTTP          HTTP             `yaml:"http"`
+	Delivery      Delivery         `yaml:"delivery"`
 }
 
 // Admin configures the operator API.
@@ -246,6 +247,7 @@ func Default() Config {
 			Duplicates:          DuplicatesReject,
 			ExpirySweepInterval: time.Minute,
 		},
+		Delivery: DefaultDelivery(),
 		HTTP: HTTP{
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,

@@ -233,6 +233,9 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	want.Events, want.Registry, want.Subscriptions.AutoActivate = c.Events, c.Registry, c.Subscriptions.AutoActivate
 	want.Admin.Tokens = c.Admin.Tokens
 	want.NATS.URLs = c.NATS.URLs // [] in the file, nil by default
+	want.Delivery.Mesh.SharedKey, want.Delivery.Mesh.Mailboxes = c.Delivery.Mesh.SharedKey, c.Delivery.Mesh.Mailboxes
+	want.Delivery.Webhook.SigningSecrets, want.Delivery.Webhook.AllowNetworks = c.Delivery.Webhook.SigningSecrets, c.Delivery.Webhook.AllowNetworks
+	want.Delivery.Endpoints = c.Delivery.Endpoints
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("example.yaml differs from the defaults:\n got %+v\nwant %+v", c, want)
 	}

@@ -57,6 +57,7 @@ func (c Config) Validate() error {
 	}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
+	c.Delivery.validate(v)
 
 	c.validateNATS(v)
 
