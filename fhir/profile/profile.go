@@ -14,9 +14,7 @@ package profile
 
 import (
 	"bytes"
-	"compress/gzip"
 	_ "embed"
-	"encoding/gob"
 	"fmt"
 	"sync"
 
@@ -75,15 +73,11 @@ func embeddedSet() (*rules.Set, error) {
 }
 
 func decodeEmbedded() (*rules.Set, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(embedded))
+	s, err := rules.Decode(bytes.NewReader(embedded))
 	if err != nil {
-		return nil, fmt.Errorf("opening embedded profile rules: %w", err)
+		return nil, fmt.Errorf("loading embedded profile rules: %w", err)
 	}
-	var s rules.Set
-	if err := gob.NewDecoder(zr).Decode(&s); err != nil {
-		return nil, fmt.Errorf("decoding embedded profile rules: %w", err)
-	}
-	return &s, nil
+	return s, nil
 }
 
 // New returns a validator over the embedded NHS and STU3 rules.

@@ -4,9 +4,6 @@
 package build
 
 import (
-	"bytes"
-	"compress/gzip"
-	"encoding/gob"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,26 +83,13 @@ func Compile(dir string) (*rules.Set, error) {
 	})
 }
 
-// Encode writes a set in the embedded form (gob, gzip).
-func Encode(set *rules.Set) ([]byte, error) {
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	if err := gob.NewEncoder(zw).Encode(set); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
 // Run compiles dir and writes the rule file to out.
 func Run(dir, out string) error {
 	set, err := Compile(dir)
 	if err != nil {
 		return err
 	}
-	data, err := Encode(set)
+	data, err := rules.Encode(set)
 	if err != nil {
 		return fmt.Errorf("encoding rules: %w", err)
 	}
