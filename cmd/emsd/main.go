@@ -209,6 +209,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	stopDelivery, err := startDelivery(ctx, cfg, js, db, subs, cat, reg, mux, adminSrv, log.With("component", "delivery"))
+	if err != nil {
+		return err
+	}
+	down.add(stopDelivery)
 
 	public, err := listen(cfg.Listen, "listen")
 	if err != nil {
