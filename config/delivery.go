@@ -59,6 +59,9 @@ type DeliveryWebhook struct {
 	// are loopback, private or link-local (e.g. 127.0.0.0/8 for tests).
 	AllowNetworks []string `yaml:"allow_networks"`
 	MaxRedirects  int      `yaml:"max_redirects"`
+	// AllowHTTP accepts http:// rest-hook endpoints in subscriptions
+	// (local development and tests); otherwise https is required.
+	AllowHTTP bool `yaml:"allow_http"`
 }
 
 // Retry is a capped exponential backoff with full jitter.

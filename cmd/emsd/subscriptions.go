@@ -38,7 +38,9 @@ func newSubscriptionAPI(cfg config.Config, db *bolt.DB, cat *catalog.Catalog, lo
 		Logger:     log,
 		Policy: subscription.Policy{
 			AllowDuplicates: cfg.Subscriptions.Duplicates == config.DuplicatesAllow,
-			Review:          review,
+			// Plain-http hooks only where delivery is configured for them.
+			AllowHTTPWebhooks: cfg.Delivery.Webhook.AllowHTTP,
+			Review:            review,
 		},
 	})
 	if err != nil {
