@@ -176,7 +176,7 @@ func (w *walker) children(n *fhir.Node, defs []*rules.Element, sd *rules.Profile
 			if n.ResourceType != "" && c.ResourceType != "" {
 				d = -2 // a resource node's own name, handled by the caller
 			} else {
-				w.errorf("structure", childPath(at, c, false, n, i), "unknown element '"+c.Name+"'"+where(n, sd))
+				w.errorf("structure", childPath(at, c, false, n, i), "unknown element '"+c.Name+"'"+where(sd))
 			}
 		} else if bad != "" {
 			w.errorf("structure", childPath(at, c, defs[d].Repeats, n, i), defs[d].ID+": type "+bad+" is not allowed here"+allowed(defs[d]))
@@ -227,7 +227,7 @@ func (w *walker) children(n *fhir.Node, defs []*rules.Element, sd *rules.Profile
 	}
 }
 
-func where(n *fhir.Node, sd *rules.Profile) string {
+func where(sd *rules.Profile) string {
 	if sd == nil {
 		return ""
 	}
