@@ -118,3 +118,28 @@ func FuzzValidateJSON(f *testing.F) {
 		v.Validate(n, "", func(string) *fhir.Node { return n }, ProfileFor("vaccinations-1", n.ResourceType))
 	})
 }
+
+// TestConcurrentUse: one Validator serves the publish path's goroutines.
+func TestConcurrentUse(t *testing.T) {
+	v := validator(t)
+	files := exampleFiles(t)
+	done := make(chan []string)
+	for g := 0; g < 4; g++ {
+		go func() {
+			var errs []string
+			for _, f := range files {
+				for _, is := range v.ValidateBundle(readBundle(t, f), BundleOptions{}) {
+					if is.IsError() {
+						errs = append(errs, is.Diagnostics)
+					}
+				}
+			}
+			done <- errs
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if errs := <-done; len(errs) != 1 { // the +58:00 example
+			t.Errorf("goroutine saw %d errors, want 1: %v", len(errs), errs)
+		}
+	}
+}
