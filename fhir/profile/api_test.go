@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -122,13 +123,25 @@ func FuzzValidateJSON(f *testing.F) {
 // TestConcurrentUse: one Validator serves the publish path's goroutines.
 func TestConcurrentUse(t *testing.T) {
 	v := validator(t)
-	files := exampleFiles(t)
+	var data [][]byte
+	for _, f := range exampleFiles(t) {
+		d, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, d)
+	}
 	done := make(chan []string)
 	for g := 0; g < 4; g++ {
 		go func() {
 			var errs []string
-			for _, f := range files {
-				for _, is := range v.ValidateBundle(readBundle(t, f), BundleOptions{}) {
+			for _, d := range data {
+				b, err := fhir.ParseXML(d, fhir.DefaultLimits())
+				if err != nil {
+					errs = append(errs, err.Error())
+					continue
+				}
+				for _, is := range v.ValidateBundle(b, BundleOptions{}) {
 					if is.IsError() {
 						errs = append(errs, is.Diagnostics)
 					}
