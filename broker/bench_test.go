@@ -56,11 +56,20 @@ func BenchmarkValidate(b *testing.B) {
 }
 
 // BenchmarkPublishHandler is the whole $process-message path: read, parse,
-// order check, validate, JetStream publish with de-duplication and wait for
-// the acknowledgement (in-process server, default sync interval).
+// order check, NEMS rules, profile validation, JetStream publish with
+// de-duplication and wait for the acknowledgement (in-process server,
+// default sync interval). The sub-benchmark without profiles shows their
+// share.
 func BenchmarkPublishHandler(b *testing.B) {
+	b.Run("profiles", func(b *testing.B) {
+		benchPublish(b, func(o *Options) { o.Profiles = profileValidator(b) })
+	})
+	b.Run("nems-rules-only", func(b *testing.B) { benchPublish(b, nil) })
+}
+
+func benchPublish(b *testing.B, mutate func(*Options)) {
 	bodies, total := benchBodies(b)
-	h, _ := newTestHandler(b, nil)
+	h, _ := newTestHandler(b, mutate)
 	// Give each iteration a fresh MessageHeader.id so that de-duplication
 	// does not short-cut the store.
 	ids := make([][]byte, len(bodies))

@@ -34,6 +34,14 @@ type ProfileValidator interface {
 	ValidateBundle(root *fhir.Node, eventCode string) []fhir.Issue
 }
 
+// ProfileValidatorFunc adapts a function to ProfileValidator.
+type ProfileValidatorFunc func(root *fhir.Node, eventCode string) []fhir.Issue
+
+// ValidateBundle calls f.
+func (f ProfileValidatorFunc) ValidateBundle(root *fhir.Node, eventCode string) []fhir.Issue {
+	return f(root, eventCode)
+}
+
 // Validator applies the generic event-message rules of publish.md §4 and the
 // per-event bundle contents of events.md §3 to a parsed bundle.
 type Validator struct {
@@ -116,8 +124,15 @@ func (v *Validator) validate(c *checker, root *fhir.Node) Message {
 		checkContents(c, b, msg, rules)
 	}
 	checkDateTimes(c, root)
-	if v.Profiles != nil {
-		c.issues = append(c.issues, v.Profiles.ValidateBundle(root, msg.Event.Code)...)
+	if v.Profiles != nil && !hasErrors(c.issues) {
+		// Profile validation runs on a message whose NEMS structure holds:
+		// its findings on a broken message would mostly restate the
+		// broker's, under less specific codes.
+		for _, is := range v.Profiles.ValidateBundle(root, msg.Event.Code) {
+			if !alreadyReported(c, fhir.Path(is.Expression)) {
+				c.issues = append(c.issues, is)
+			}
+		}
 	}
 	return msg
 }
@@ -707,6 +722,15 @@ func capIssues(issues []fhir.Issue, max int) []fhir.Issue {
 func alreadyReported(c *checker, at fhir.Path) bool {
 	for _, i := range c.issues {
 		if i.Expression == at.String() {
+			return true
+		}
+	}
+	return false
+}
+
+func hasErrors(issues []fhir.Issue) bool {
+	for _, i := range issues {
+		if i.IsError() {
 			return true
 		}
 	}

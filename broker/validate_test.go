@@ -125,9 +125,12 @@ func TestExamples(t *testing.T) {
 		{"historical/encounter_1_1.xml", notSupported},
 		{"historical/encounter_1_2.xml", notSupported},
 		{"historical/pds_contact_details_citizen_1.xml", notSupported},
-		{"historical/vaccinations-1-example.xml", nil},
+		// INDEX.md calls it valid; profile validation finds a leading
+		// space inside two coding.system URIs, which a uri cannot hold.
+		{"historical/vaccinations-1-example.xml", []fault{{fhir.InvalidResource, "Bundle.entry[7].resource.code[1].coding[0].system"}}},
 	}
 	v := newValidator()
+	v.Profiles = profileValidator(t)
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join(examples, tt.file))

@@ -151,6 +151,9 @@ type Publish struct {
 	CheckNHSNumber bool `yaml:"check_nhs_number"`
 	// MaxIssues caps the issues of one OperationOutcome.
 	MaxIssues int `yaml:"max_issues"`
+	// ValidateProfiles checks every resource against the CareConnect and
+	// EMS profiles its event requires, on top of the NEMS message rules.
+	ValidateProfiles bool `yaml:"validate_profiles"`
 }
 
 // Event overrides one event type of the catalogue. It mirrors
@@ -238,10 +241,11 @@ func Default() Config {
 			},
 		},
 		Publish: Publish{
-			MaxBodyBytes:   3 << 20,
-			AllowJSON:      true,
-			CheckNHSNumber: true,
-			MaxIssues:      100,
+			MaxBodyBytes:     3 << 20,
+			AllowJSON:        true,
+			CheckNHSNumber:   true,
+			MaxIssues:        100,
+			ValidateProfiles: true,
 		},
 		Subscriptions: Subscriptions{
 			Duplicates:          DuplicatesReject,

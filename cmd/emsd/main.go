@@ -31,6 +31,7 @@ import (
 	"github.com/ems-broker/ems/config"
 	"github.com/ems-broker/ems/fhir"
 	"github.com/ems-broker/ems/fhir/catalog"
+	"github.com/ems-broker/ems/fhir/profile"
 	"github.com/ems-broker/ems/subscription"
 )
 
@@ -144,6 +145,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	var profiles broker.ProfileValidator
+	if cfg.Publish.ValidateProfiles {
+		pv, err := profile.New(profile.Options{MaxIssues: cfg.Publish.MaxIssues})
+		if err != nil {
+			return fmt.Errorf("loading profile rules: %w", err)
+		}
+		profiles = broker.ProfileValidatorFunc(func(root *fhir.Node, event string) []fhir.Issue {
+			return pv.ValidateBundle(root, profile.BundleOptions{Event: event})
+		})
+	}
 	publish, err := broker.NewHandler(broker.Options{
 		Publisher:      broker.NewJetStreamPublisher(js),
 		Catalog:        cat,
@@ -154,6 +165,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		CheckNHSNumber: cfg.Publish.CheckNHSNumber,
 		MaxIssues:      cfg.Publish.MaxIssues,
 		Authorizer:     publishRegistry(cfg.Registry),
+		Profiles:       profiles,
 	})
 	if err != nil {
 		return err
