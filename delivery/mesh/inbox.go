@@ -86,6 +86,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 		Duplicates:  c.DuplicateWindow,
 		AllowDirect: true,
 		Discard:     jetstream.DiscardNew, // never silently drop an undelivered message
+		// A message id names one delivery: a second store of it (a
+		// fan-out re-run) replaces the first, so a mailbox never lists
+		// the same delivery twice.
+		MaxMsgsPerSubject: 1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating MESH inbox stream %s: %w", c.Name, err)
