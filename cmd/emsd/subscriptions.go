@@ -27,10 +27,6 @@ func newSubscriptionAPI(cfg config.Config, db *bolt.DB, cat *catalog.Catalog, lo
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	review, err := reviewPolicy(cfg.Subscriptions.AutoActivate)
-	if err != nil {
-		return nil, err
-	}
 	h, err := subscription.NewHandler(subscription.Options{
 		DB:         db,
 		Catalog:    cat,
@@ -40,7 +36,7 @@ func newSubscriptionAPI(cfg config.Config, db *bolt.DB, cat *catalog.Catalog, lo
 			AllowDuplicates: cfg.Subscriptions.Duplicates == config.DuplicatesAllow,
 			// Plain-http hooks only where delivery is configured for them.
 			AllowHTTPWebhooks: cfg.Delivery.Webhook.AllowHTTP,
-			Review:            review,
+			AutoActivate:      autoActivation(cfg.Subscriptions.AutoActivate),
 		},
 	})
 	if err != nil {
@@ -49,31 +45,21 @@ func newSubscriptionAPI(cfg config.Config, db *bolt.DB, cat *catalog.Catalog, lo
 	return &subscriptionAPI{handler: h, svc: h.Service()}, nil
 }
 
-// reviewPolicy turns the configuration's auto-activation rules into the
-// subscriptions that wait for an operator. With no rules every subscription
-// is active at creation, as NEMS does; with rules, only what they match is.
-func reviewPolicy(rules []config.AutoActivate) (map[string][]subscription.Kind, error) {
+// autoActivation maps the configuration's auto-activation rules onto the
+// subscription policy. With no rules every subscription is active at
+// creation, as NEMS does (nil); with rules, only what they match is, and
+// everything else waits in requested for an operator.
+func autoActivation(rules []config.AutoActivate) map[string][]subscription.Kind {
 	if len(rules) == 0 {
-		return nil, nil
+		return nil
 	}
-	auto := map[subscription.Kind]bool{}
+	out := map[string][]subscription.Kind{}
 	for _, r := range rules {
-		if r.ODS != "*" {
-			// TODO(subscription policy): per-organisation rules need a
-			// predicate in subscription.Policy.
-			return nil, fmt.Errorf("subscriptions.auto_activate: ods %q: only \"*\" is supported so far", r.ODS)
-		}
 		for _, k := range []subscription.Kind{subscription.Explicit, subscription.Generic} {
 			if r.Kind == "*" || r.Kind == k.String() {
-				auto[k] = true
+				out[r.ODS] = append(out[r.ODS], k)
 			}
 		}
 	}
-	var review []subscription.Kind
-	for _, k := range []subscription.Kind{subscription.Explicit, subscription.Generic} {
-		if !auto[k] {
-			review = append(review, k)
-		}
-	}
-	return map[string][]subscription.Kind{"*": review}, nil
+	return out
 }
