@@ -77,10 +77,22 @@ type Dispatcher struct {
 
 	mu        sync.Mutex
 	endpoints map[string]*endpointState
-	// order holds, per order key, the event sequences of jobs not yet
-	// terminal, sorted: only the smallest may be attempted.
-	order map[string][]uint64
-	next  map[string]time.Time // order key → head's next attempt
+	// order holds, per order key, the jobs not yet terminal: only the
+	// smallest event sequence may be attempted.
+	order map[string]*orderState
+}
+
+type orderState struct {
+	seqs []uint64  // sorted event sequences
+	next time.Time // the head's next attempt after a failure
+	// changed is closed (and replaced) whenever the head may have moved,
+	// so that parked followers move on at once instead of polling.
+	changed chan struct{}
+}
+
+func (s *orderState) signal() {
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 type endpointState struct {
@@ -140,10 +152,12 @@ func NewDispatcher(ctx context.Context, o DispatcherOptions) (*Dispatcher, error
 	if err != nil {
 		return nil, fmt.Errorf("loading the ordering index: %w", err)
 	}
-	for _, seqs := range order {
+	states := map[string]*orderState{}
+	for k, seqs := range order {
 		slices.Sort(seqs)
+		states[k] = &orderState{seqs: seqs, changed: make(chan struct{})}
 	}
-	return &Dispatcher{o: o, cons: cons, endpoints: map[string]*endpointState{}, order: order, next: map[string]time.Time{}}, nil
+	return &Dispatcher{o: o, cons: cons, endpoints: map[string]*endpointState{}, order: states}, nil
 }
 
 // Run dispatches jobs until ctx ends, then waits for attempts in flight.
@@ -189,10 +203,13 @@ func (d *Dispatcher) enter(j *Job) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	seqs := d.order[k]
-	i, found := slices.BinarySearch(seqs, j.EventSeq)
-	if !found {
-		d.order[k] = slices.Insert(seqs, i, j.EventSeq)
+	st := d.order[k]
+	if st == nil {
+		st = &orderState{changed: make(chan struct{})}
+		d.order[k] = st
+	}
+	if i, found := slices.BinarySearch(st.seqs, j.EventSeq); !found {
+		st.seqs = slices.Insert(st.seqs, i, j.EventSeq)
 	}
 }
 
@@ -203,36 +220,54 @@ func (d *Dispatcher) leave(j *Job) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	seqs := d.order[k]
-	if i, found := slices.BinarySearch(seqs, j.EventSeq); found {
-		seqs = slices.Delete(seqs, i, i+1)
+	st := d.order[k]
+	if st == nil {
+		return
 	}
-	if len(seqs) == 0 {
+	if i, found := slices.BinarySearch(st.seqs, j.EventSeq); found {
+		st.seqs = slices.Delete(st.seqs, i, i+1)
+	}
+	st.next = time.Time{}
+	st.signal()
+	if len(st.seqs) == 0 {
 		delete(d.order, k)
-		delete(d.next, k)
-	} else {
-		d.order[k] = seqs
+	}
+}
+
+// retryAt records when the head of j's order key tries again.
+func (d *Dispatcher) retryAt(j *Job, next time.Time) {
+	k := j.OrderKey()
+	if k == "" {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st := d.order[k]; st != nil {
+		st.next = next
+		st.signal()
 	}
 }
 
 // blocked says whether an earlier job for the same patient and endpoint is
-// unfinished, and how long to hold this one.
-func (d *Dispatcher) blocked(j *Job, now time.Time) (bool, time.Duration) {
+// unfinished. If that job is being attempted now, wake says when to look
+// again; if it is waiting for a retry, hold is how long to give this job
+// back to JetStream.
+func (d *Dispatcher) blocked(j *Job, now time.Time) (blocked bool, wake <-chan struct{}, hold time.Duration) {
 	k := j.OrderKey()
 	if k == "" {
-		return false, 0
+		return false, nil, 0
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	seqs := d.order[k]
-	if len(seqs) == 0 || seqs[0] >= j.EventSeq {
-		return false, 0
+	st := d.order[k]
+	if st == nil || len(st.seqs) == 0 || st.seqs[0] >= j.EventSeq {
+		return false, nil, 0
 	}
-	hold := 100 * time.Millisecond
-	if next, ok := d.next[k]; ok && next.After(now) {
-		hold = next.Sub(now) + 50*time.Millisecond
+	if st.next.After(now) {
+		hold = min(st.next.Sub(now)+50*time.Millisecond, 30*time.Second)
+		return true, nil, hold + time.Duration(d.o.Rand()*float64(50*time.Millisecond))
 	}
-	return true, min(hold, 30*time.Second) + time.Duration(d.o.Rand()*float64(50*time.Millisecond))
+	return true, st.changed, 0
 }
 
 func (d *Dispatcher) endpoint(j *Job) *endpointState {
@@ -278,8 +313,7 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
 		_ = msg.Ack()
 		return
 	}
-	if hold, wait := d.blocked(j, now); hold {
-		_ = msg.NakWithDelay(wait)
+	if !d.waitTurn(ctx, msg, j) {
 		return
 	}
 	ep := d.endpoint(j)
@@ -305,6 +339,32 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
 		a.Error = res.Err.Error()
 	}
 	d.settle(ctx, msg, j, rec, a, res)
+}
+
+// waitTurn parks the job while an earlier job of its order key is in
+// flight, and hands it back to JetStream while that job waits for a retry.
+// It reports whether the job may go now.
+func (d *Dispatcher) waitTurn(ctx context.Context, msg jetstream.Msg, j *Job) bool {
+	t := time.NewTicker(d.o.AckWait / 3)
+	defer t.Stop()
+	for {
+		blocked, wake, hold := d.blocked(j, d.o.Now())
+		switch {
+		case !blocked:
+			return true
+		case wake == nil:
+			_ = msg.NakWithDelay(hold)
+			return false
+		}
+		select {
+		case <-wake:
+		case <-t.C:
+			_ = msg.InProgress()
+		case <-ctx.Done():
+			_ = msg.NakWithDelay(time.Second)
+			return false
+		}
+	}
 }
 
 // acquire waits for the endpoint's concurrency slot, telling JetStream the
@@ -361,11 +421,7 @@ func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, j *Job, rec 
 	if _, err := d.o.Log.Attempted(j, a, StateRetrying, next, ""); err != nil {
 		d.o.Logger.Error("recording attempt", "job", j.ID, "err", err)
 	}
-	if k := j.OrderKey(); k != "" {
-		d.mu.Lock()
-		d.next[k] = next
-		d.mu.Unlock()
-	}
+	d.retryAt(j, next)
 	d.o.Metrics.deliveries.WithLabelValues(j.Channel, "retry", j.EventCode).Inc()
 	d.o.Logger.Info("delivery failed; will retry", "job", j.ID, "endpoint", j.Endpoint, "attempt", attempts,
 		"status", res.Status, "err", a.Error, "retry_in", delay)
