@@ -187,7 +187,8 @@ type ASID struct {
 // Subscriptions configures the Subscription resource.
 type Subscriptions struct {
 	// AutoActivate lists who gets new subscriptions activated at once;
-	// everyone else's wait in "requested" for an operator.
+	// everyone else's wait in "requested" for an operator. Empty: all are
+	// activated at creation, as NEMS does.
 	AutoActivate []AutoActivate `yaml:"auto_activate"`
 	// Duplicates is "reject" (a second identical subscription is a 409,
 	// as in NEMS) or "allow".
