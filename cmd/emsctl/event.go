@@ -12,9 +12,16 @@ import (
 	"github.com/ems-broker/ems/fhir/catalog"
 )
 
-func newEventCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "event", Short: "Work with event messages"}
-	cmd.AddCommand(newEventValidateCmd())
+func newEventCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "event",
+		Aliases: []string{"events"},
+		Short:   "Validate, publish and dry-run event messages",
+		Example: `  emsctl event validate vaccinations-1-new.xml
+  emsctl event match pds-change-of-address.xml
+  emsctl event publish --asid 200000000112 pds-change-of-address.xml`,
+	}
+	cmd.AddCommand(newEventValidateCmd(), newEventPublishCmd(g), newEventMatchCmd(g))
 	return cmd
 }
 

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"net/url"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ems-broker/ems/delivery"
+)
+
+// endpointRow is what endpoint list shows for one endpoint.
+type endpointRow struct {
+	Endpoint    string    `json:"endpoint"`
+	Channel     string    `json:"channel,omitempty"`
+	Breaker     string    `json:"breaker"`
+	Backlog     int       `json:"backlog"` // pending or retrying deliveries
+	Dead        int       `json:"dead"`
+	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	LastFailure time.Time `json:"lastFailure,omitzero"`
+	LastError   string    `json:"lastError,omitempty"`
+}
+
+func newEndpointCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "endpoint",
+		Aliases: []string{"endpoints"},
+		Short:   "Inspect delivery endpoints and their circuit breakers",
+		Example: `  emsctl endpoint list
+  emsctl endpoint reset https://hooks.example.org/ems`,
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List endpoints: breaker state, backlog, last success and failure",
+		Long: `List every endpoint that has deliveries or a circuit breaker: the breaker's
+state (closed, open, half-open), the backlog (deliveries pending or retrying),
+the dead letters, and the last successful and failed attempts. Until the server
+has an endpoint summary route, emsctl builds this from the breaker states and
+the delivery log.`,
+		Example: `  emsctl endpoint list
+  emsctl endpoint list -o json | jq '.[] | select(.breaker != "closed")'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.admin()
+			if err != nil {
+				return err
+			}
+			var br struct {
+				Breakers map[string]string `json:"breakers"`
+			}
+			if _, err := c.get(cmd.Context(), breakersPath, nil, &br); err != nil {
+				return err
+			}
+			var dl struct {
+				Deliveries []*delivery.Record `json:"deliveries"`
+			}
+			if _, err := c.get(cmd.Context(), deliveriesPath, url.Values{"limit": {everything}, "attempts": {"true"}}, &dl); err != nil {
+				return err
+			}
+			rows := endpointRows(br.Breakers, dl.Deliveries)
+			t := newTable("ENDPOINT", "CHANNEL", "BREAKER", "BACKLOG", "DEAD", "LAST SUCCESS", "LAST FAILURE", "LAST ERROR")
+			for _, r := range rows {
+				t.add(r.Endpoint, r.Channel, r.Breaker, strconv.Itoa(r.Backlog), strconv.Itoa(r.Dead),
+					ts(r.LastSuccess), ts(r.LastFailure), r.LastError)
+			}
+			return g.show(cmd, mustJSON(rows), t)
+		},
+	}
+	reset := &cobra.Command{
+		Use:   "reset ENDPOINT",
+		Short: "Close an endpoint's circuit breaker so delivery tries it at once",
+		Long: `Close an endpoint's circuit breaker, so that delivery stops waiting out the
+cool-down and tries the endpoint again. Needs the server route
+POST /admin/v1/breakers/reset?endpoint=E.`,
+		Example: `  emsctl endpoint reset https://hooks.example.org/ems`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.admin()
+			if err != nil {
+				return err
+			}
+			var res struct {
+				Endpoint string `json:"endpoint"`
+				Breaker  string `json:"breaker"`
+			}
+			raw, err := c.postJSON(cmd.Context(), breakersPath+"/reset", url.Values{"endpoint": {args[0]}}, nil, &res)
+			if err != nil {
+				return err
+			}
+			t := newTable("ENDPOINT", "BREAKER")
+			t.add(res.Endpoint, res.Breaker)
+			return g.show(cmd, raw, t)
+		},
+	}
+	cmd.AddCommand(list, reset)
+	return cmd
+}
+
+// endpointRows summarises the delivery log per endpoint. An endpoint with a
+// breaker but no deliveries still shows; a breaker the server has not
+// created yet is closed.
+func endpointRows(breakers map[string]string, recs []*delivery.Record) []endpointRow {
+	by := map[string]*endpointRow{}
+	row := func(ep string) *endpointRow {
+		r, ok := by[ep]
+		if !ok {
+			r = &endpointRow{Endpoint: ep, Breaker: "closed"}
+			if b, ok := breakers[ep]; ok {
+				r.Breaker = b
+			}
+			by[ep] = r
+		}
+		return r
+	}
+	for ep := range breakers {
+		row(ep)
+	}
+	for _, rec := range recs {
+		r := row(rec.Endpoint)
+		r.Channel = rec.Channel
+		switch rec.State {
+		case delivery.StatePending, delivery.StateRetrying:
+			r.Backlog++
+		case delivery.StateDead:
+			r.Dead++
+		}
+		for _, a := range rec.Attempts {
+			if a.Outcome == delivery.StateDelivered {
+				if a.At.After(r.LastSuccess) {
+					r.LastSuccess = a.At
+				}
+			} else if a.At.After(r.LastFailure) {
+				r.LastFailure = a.At
+				r.LastError = lastOutcome(a.Status, a.Error)
+			}
+		}
+	}
+	out := make([]endpointRow, 0, len(by))
+	for _, r := range by {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Endpoint < out[j].Endpoint })
+	return out
+}
