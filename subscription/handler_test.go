@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -517,10 +518,16 @@ func TestAPIReviewPolicyAndLifecycle(t *testing.T) {
 	if len(pending) != 1 || pending[0].ID != gen {
 		t.Fatalf("pending %v", pending)
 	}
-	m, err := svc.Matcher()
+	bm, err := svc.Matcher()
 	if err != nil {
 		t.Fatal(err)
 	}
+	mm, err := svc.MemoryMatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// m runs both matchers and insists they agree.
+	m := matchBoth{t, bm, mm}
 	facts := EventFacts{EventCode: "pds-change-of-gp-1", Country: []string{"E92000001"}}
 	if got, _ := m.Match(facts); len(got) != 0 {
 		t.Fatalf("requested subscription matched: %v", got)
@@ -630,4 +637,25 @@ func TestRegistryIdentifier(t *testing.T) {
 	if !(Caller{}).MaySubscribe("x") || (Caller{SubscribeEvents: []string{"a"}}).MaySubscribe("b") || !(Caller{SubscribeEvents: []string{"*"}}).MaySubscribe("b") {
 		t.Fatal("MaySubscribe")
 	}
+}
+
+type matchBoth struct {
+	t      *testing.T
+	bolt   *Matcher
+	memory *Matcher
+}
+
+func (m matchBoth) Match(f EventFacts) ([]Match, error) {
+	a, err := m.bolt.Match(f)
+	if err != nil {
+		return nil, err
+	}
+	b, err := m.memory.Match(f)
+	if err != nil {
+		return nil, err
+	}
+	if !reflect.DeepEqual(a, b) {
+		m.t.Fatalf("bbolt matcher %+v, memory matcher %+v", a, b)
+	}
+	return a, nil
 }

@@ -51,13 +51,13 @@ const (
 
 // Version describes one imported dataset.
 type Version struct {
-	Kind     Kind   `json:"kind"`
-	Version  uint64 `json:"version"`
-	State    State  `json:"state"`
-	Source   string `json:"source"`
-	SHA256   string `json:"sha256"`
-	Rows     int64  `json:"rows"`
-	Bytes    int64  `json:"bytes"`
+	Kind    Kind   `json:"kind"`
+	Version uint64 `json:"version"`
+	State   State  `json:"state"`
+	Source  string `json:"source"`
+	SHA256  string `json:"sha256"`
+	Rows    int64  `json:"rows"`
+	Bytes   int64  `json:"bytes"`
 	// Terminated counts terminated postcodes (postcode directory only).
 	Terminated int64      `json:"terminated,omitempty"`
 	Actor      string     `json:"actor,omitempty"`
