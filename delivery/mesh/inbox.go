@@ -262,7 +262,9 @@ func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time)
 	}
 	var at [8]byte
 	binary.BigEndian.PutUint64(at[:], uint64(now.UnixNano()))
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	// Batch: concurrent acknowledgements from many clients share one
+	// fsync; each still returns only once its own record is durable.
+	if err := s.db.Batch(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAcked).Put([]byte(mailbox+"/"+id), at[:])
 	}); err != nil {
 		return false, fmt.Errorf("recording acknowledgement of %s: %w", id, err)

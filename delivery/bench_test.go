@@ -1,0 +1,209 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ems-broker/ems/delivery/mesh"
+	"github.com/ems-broker/ems/fhir"
+	"github.com/ems-broker/ems/subscription"
+)
+
+// TestThroughput measures events/s from publish to acknowledged mailbox
+// delivery with 10,000 stored subscriptions, and the raw JetStream publish
+// rate of the same payloads in the same run. It is a measurement, not a
+// check: set EMS_BENCH=1 (EMS_BENCH_EVENTS to change the event count).
+func TestThroughput(t *testing.T) {
+	if os.Getenv("EMS_BENCH") == "" {
+		t.Skip("set EMS_BENCH=1 to measure delivery throughput")
+	}
+	events := 5000
+	if s := os.Getenv("EMS_BENCH_EVENTS"); s != "" {
+		events, _ = strconv.Atoi(s)
+	}
+	const subs, mailboxes, patients = 10000, 10, 2000
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// 10k subscriptions: explicit ones for 2,000 patients spread over 10
+	// mailboxes (5 per patient, each mailbox once per patient at most),
+	// with tags on half.
+	e.db.NoSync = true
+	nhs := make([]string, patients)
+	for i := range nhs {
+		nhs[i] = validNHS(1000 + i*13)
+	}
+	for i := range subs {
+		p := i % patients
+		mb := fmt.Sprintf("MBX%02d", (p+i/patients*2)%mailboxes)
+		crit := "/Bundle?type=message&Patient.identifier=" + nhs[p] + "&MessageHeader.event=pds-change-of-gp-1"
+		if i%2 == 0 {
+			crit += "&tag=t" + strconv.Itoa(i)
+		}
+		c, cerr := subscription.ParseCriteria(crit)
+		if cerr != nil {
+			t.Fatal(cerr)
+		}
+		if _, err := e.store.Create(subscription.Subscription{Status: subscription.StatusActive, Owner: "RR8",
+			Contacts: []subscription.Contact{{System: "url", Value: "https://directory.spineservices.nhs.uk/STU3/Organization/RR8"}},
+			Reason:   "bench", CriteriaText: crit, Criteria: c,
+			Channel: subscription.Channel{Type: "message", Endpoint: mb}}, "bench", subscription.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.db.NoSync = false
+
+	raw, err := os.ReadFile("../testdata/nems-examples/PDS-Change-Of-GP-ems-example.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]*nats.Msg, events)
+	for i := range msgs {
+		id := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+		h := nats.Header{}
+		p := nhs[i%patients]
+		h.Set(fhir.HeaderEventCode, "pds-change-of-gp-1")
+		h.Set(fhir.HeaderNHSNumber, p)
+		h.Set(fhir.HeaderMessageID, id)
+		h.Set(fhir.HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
+		h.Set(fhir.HeaderContentType, "application/fhir+xml")
+		h.Set(nats.MsgIdHdr, id)
+		msgs[i] = &nats.Msg{Subject: fhir.EventSubject("pds-change-of-gp-1", p), Header: h, Data: raw}
+	}
+
+	// Raw JetStream: the same payloads into a file stream of the same shape.
+	if _, err := e.ns.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Storage: jetstream.FileStorage, Duplicates: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	publishAll(t, e.ns.JS, msgs, "raw.")
+	rawRate := float64(events) / time.Since(start).Seconds()
+
+	// End to end: fan-out running, one MESH client per mailbox draining
+	// over the HTTP API (list, retrieve, acknowledge).
+	e.fanout(t, ctx)
+	auth := mesh.NewAuthenticator(mesh.AuthOptions{SharedKey: "k", Passwords: map[string]string{}})
+	passwords := map[string]string{}
+	for i := range mailboxes {
+		passwords[fmt.Sprintf("MBX%02d", i)] = "pw"
+	}
+	auth = mesh.NewAuthenticator(mesh.AuthOptions{SharedKey: "k", Passwords: passwords})
+	srv := httptest.NewServer(mesh.NewHandler(mesh.HandlerOptions{Store: e.meshS, Auth: auth}))
+	defer srv.Close()
+	want := events * (subs / patients) // every event matches 5 subscriptions in 5 mailboxes
+	var got sync.WaitGroup
+	var mu sync.Mutex
+	acked := 0
+	start = time.Now()
+	for mb := range passwords {
+		got.Add(1)
+		go func() {
+			defer got.Done()
+			c := &benchClient{base: srv.URL, mb: mb}
+			for {
+				mu.Lock()
+				done := acked >= want
+				mu.Unlock()
+				if done || time.Since(start) > 10*time.Minute {
+					return
+				}
+				ids := c.list(t)
+				if len(ids) == 0 {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				for _, id := range ids {
+					c.call(t, "GET", "/inbox/"+id)
+					c.call(t, "PUT", "/inbox/"+id+"/status/acknowledged")
+				}
+				mu.Lock()
+				acked += len(ids)
+				mu.Unlock()
+			}
+		}()
+	}
+	publishAll(t, e.ns.JS, msgs, "")
+	got.Wait()
+	elapsed := time.Since(start)
+	e2e := float64(events) / elapsed.Seconds()
+	t.Logf("subscriptions %d, events %d, mailbox messages acknowledged %d/%d", subs, events, acked, want)
+	t.Logf("raw JetStream publish: %.0f events/s; end to end publish → acknowledged mailbox delivery: %.0f events/s (%.0f messages/s); ratio %.3f",
+		rawRate, e2e, float64(acked)/elapsed.Seconds(), e2e/rawRate)
+	if acked < want {
+		t.Fatalf("only %d of %d deliveries acknowledged", acked, want)
+	}
+}
+
+func publishAll(t *testing.T, js jetstream.JetStream, msgs []*nats.Msg, prefix string) {
+	t.Helper()
+	var futs []jetstream.PubAckFuture
+	for _, m := range msgs {
+		out := m
+		if prefix != "" {
+			out = &nats.Msg{Subject: prefix + m.Subject, Header: m.Header, Data: m.Data}
+		}
+		f, err := js.PublishMsgAsync(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		futs = append(futs, f)
+	}
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatal(err)
+		}
+	}
+}
+
+type benchClient struct {
+	base, mb string
+	count    int
+}
+
+func (c *benchClient) call(t *testing.T, method, path string) []byte {
+	req, _ := http.NewRequest(method, c.base+mesh.APIPrefix+"/"+c.mb+path, nil)
+	c.count++
+	req.Header.Set("Authorization", mesh.Token("k", c.mb, "pw", "bench", c.count, time.Now()))
+	req.Header.Set("Accept", "application/vnd.mesh.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	defer resp.Body.Close()
+	var b []byte
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		b = append(b, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	if resp.StatusCode >= 300 {
+		t.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	return b
+}
+
+func (c *benchClient) list(t *testing.T) []string {
+	var page struct {
+		Messages []string `json:"messages"`
+	}
+	_ = json.Unmarshal(c.call(t, "GET", "/inbox?max_results=500"), &page)
+	return page.Messages
+}
