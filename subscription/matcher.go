@@ -36,6 +36,10 @@ type EventFacts struct {
 	SubICB, LocalAuthority, Country []string
 	// Sensitive (PDS S or I flag): nothing is delivered.
 	Sensitive bool
+	// RefData names the reference-data versions the geography and GP
+	// hierarchy came from ("nspl@3,subicb@1,epraccur@2"); generic matches
+	// carry it in their explanation.
+	RefData string
 }
 
 // Match is one subscription an event matched, and why.
@@ -44,6 +48,7 @@ type Match struct {
 	Kind             Kind
 	RuleType         RuleType // generic only
 	OrganisationCode string   // generic only: the code the rule matched
+	RefData          string   // generic only: EventFacts.RefData
 	Tag              string
 	Owner            string
 	ChannelType      string
@@ -265,7 +270,7 @@ func MatchFacts(f EventFacts, idx IndexReader, now time.Time) ([]Match, error) {
 		m := Match{SubscriptionID: id, Kind: e.Kind, Tag: e.Tag, Owner: e.Owner,
 			ChannelType: e.ChannelType, Endpoint: e.Endpoint, Payload: e.Payload}
 		if e.Kind == Generic {
-			m.RuleType, m.OrganisationCode = e.Rule, e.Organisation
+			m.RuleType, m.OrganisationCode, m.RefData = e.Rule, e.Organisation, f.RefData
 		}
 		out = append(out, m)
 	})
