@@ -539,3 +539,105 @@ func TestAgeInYears(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreConcurrentDuplicates: the duplicate check runs in the insert's
+// transaction, so of many concurrent identical creates exactly one wins.
+func TestStoreConcurrentDuplicates(t *testing.T) {
+	s, db := openTestStore(t, filepath.Join(t.TempDir(), "d.db"), nil)
+	defer db.Close()
+	sub := testSub(t, "RR8", "MBX001", base+"&Patient.identifier="+nhsA+"&MessageHeader.event=vaccinations-1", StatusActive)
+	const n = 8
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := s.Create(sub, "x", CreateOptions{RejectDuplicate: true})
+			errs <- err
+		}()
+	}
+	won := 0
+	for i := 0; i < n; i++ {
+		err := <-errs
+		var dup *DuplicateError
+		switch {
+		case err == nil:
+			won++
+		case !errors.As(err, &dup):
+			t.Fatal(err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d identical creates succeeded", won, n)
+	}
+}
+
+// TestMemIndexFollowsConcurrentWriters matches while several goroutines
+// write, then checks the memory index against the store.
+func TestMemIndexFollowsConcurrentWriters(t *testing.T) {
+	s, db := openTestStore(t, filepath.Join(t.TempDir(), "w.db"), nil)
+	defer db.Close()
+	mem, err := NewMemIndex(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMatcher(MatcherOptions{Index: mem})
+	stop := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				if _, err := m.Match(EventFacts{EventCode: propEvents[0], NHSNumber: validNHS(1), SubICB: propOrgs}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	writersDone := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		go func(w int) {
+			r := rand.New(rand.NewPCG(uint64(w), 5))
+			var mine []string
+			for i := 0; i < 40; i++ {
+				if len(mine) > 0 && r.IntN(3) == 0 {
+					id := mine[r.IntN(len(mine))]
+					if _, err := s.SetStatus(id, StatusOff, "w", ""); err != nil && !errors.Is(err, ErrTransition) {
+						writersDone <- err
+						return
+					}
+					continue
+				}
+				sub, err := s.Create(testSub(t, "RR8", propEPs[w%3], randomCriteria(r), StatusActive), "w", CreateOptions{})
+				if err != nil {
+					writersDone <- err
+					return
+				}
+				mine = append(mine, sub.ID)
+			}
+			writersDone <- nil
+		}(w)
+	}
+	for w := 0; w < 4; w++ {
+		if err := <-writersDone; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	<-readerDone
+	all, _, err := s.List(Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := map[string]*Subscription{}
+	for _, sub := range all {
+		model[sub.ID] = sub
+	}
+	seq, _ := s.Seq()
+	if mem.Seq() != seq {
+		t.Fatalf("memory index at %d, store at %d", mem.Seq(), seq)
+	}
+	checkIndexReader(t, mem, model)
+}
