@@ -46,6 +46,7 @@ type Config struct {
 	Subscriptions Subscriptions    `yaml:"subscriptions"`
 	HTTP          HTTP             `yaml:"http"`
 	Delivery      Delivery         `yaml:"delivery"`
+	Security      Security         `yaml:"security"`
 }
 
 // Admin configures the operator API.
@@ -253,6 +254,7 @@ func Default() Config {
 			ExpirySweepInterval: time.Minute,
 		},
 		Delivery: DefaultDelivery(),
+		Security: DefaultSecurity(),
 		HTTP: HTTP{
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,

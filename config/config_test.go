@@ -236,6 +236,8 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	want.Delivery.Mesh.SharedKey, want.Delivery.Mesh.Mailboxes = c.Delivery.Mesh.SharedKey, c.Delivery.Mesh.Mailboxes
 	want.Delivery.Webhook.SigningSecrets, want.Delivery.Webhook.AllowNetworks = c.Delivery.Webhook.SigningSecrets, c.Delivery.Webhook.AllowNetworks
 	want.Delivery.Endpoints = c.Delivery.Endpoints
+	want.Security.ServiceASIDs, want.Security.JWT.Keys, want.Security.TLS.CertASIDs, want.Security.SubscriptionKinds = c.Security.ServiceASIDs, c.Security.JWT.Keys, c.Security.TLS.CertASIDs, c.Security.SubscriptionKinds
+	want.Security.JWT.Audiences = c.Security.JWT.Audiences // [] in the file, nil by default
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("example.yaml differs from the defaults:\n got %+v\nwant %+v", c, want)
 	}

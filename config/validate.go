@@ -58,6 +58,7 @@ func (c Config) Validate() error {
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 	c.Delivery.validate(v)
+	c.Security.validate(v, c.Registry)
 
 	c.validateNATS(v)
 

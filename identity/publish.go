@@ -1,0 +1,53 @@
+package identity
+
+import (
+	"net/http"
+
+	"github.com/ems-broker/ems/broker"
+	"github.com/ems-broker/ems/fhir"
+	"github.com/ems-broker/ems/fhir/catalog"
+)
+
+// PublishScope is the JWT scope of $process-message.
+const PublishScope = "patient/Bundle.write"
+
+// PublishInteraction is the InteractionID of publishing ev.
+func PublishInteraction(ev catalog.Event) string {
+	return "urn:nhs:names:services:events:" + ev.PublishCode + ".Write"
+}
+
+// PublishAuthorizer implements broker.Authorizer: the caller must be
+// authenticated for publishing and granted the event.
+type PublishAuthorizer struct {
+	Auth *Authenticator
+}
+
+var _ broker.Authorizer = PublishAuthorizer{}
+
+// AuthorizePublish implements broker.Authorizer.
+func (p PublishAuthorizer) AuthorizePublish(r *http.Request, ev catalog.Event) (broker.Caller, *fhir.Issue) {
+	a := p.Auth
+	if !a.opts.RequireIdentity && a.opts.Registry.Len() == 0 && r.Header.Get("Authorization") == "" && !a.opts.RequireClientCert {
+		// No registry and nothing required: a development setup where
+		// anyone may publish (as before this package existed).
+		return broker.Caller{ASID: r.Header.Get("fromASID")}, nil
+	}
+	op := Operation{Name: "publish", Scopes: []string{PublishScope}}
+	if ev.PublishCode != "" {
+		// The broker checks the header against the bundle's event; here a
+		// wrong InteractionID is refused whatever the broker's settings.
+		op.Interactions = []string{PublishInteraction(ev)}
+	}
+	c, issue := a.Authenticate(r, op)
+	caller := broker.Caller{ASID: c.System.ASID, ODS: c.System.ODS}
+	if issue != nil {
+		return caller, issue
+	}
+	spineOnly := !ev.Publishable || ev.PublishCode == ""
+	if !c.System.MayPublish(ev.Code, spineOnly) {
+		issue := refusal(fhir.AccessDenied, "Bundle.entry[0].resource.event.code", "ASID %s (%s) is not granted to publish %s", c.System.ASID, c.System.ODS, ev.Code)
+		a.opts.Logger.Warn("caller refused", "operation", "publish", "asid", c.System.ASID, "ods", c.System.ODS, "code", string(issue.Code), "event", ev.Code)
+		return caller, issue
+	}
+	return caller, nil
+}
