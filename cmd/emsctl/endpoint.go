@@ -98,28 +98,23 @@ POST /admin/v1/breakers/reset?endpoint=E.`,
 	return cmd
 }
 
-// endpointRows summarises the delivery log per endpoint. An endpoint with a
-// breaker but no deliveries still shows; a breaker the server has not
-// created yet is closed.
+// endpointRows summarises the delivery log per endpoint. The server keys
+// breakers by endpoint token (a hash of channel and endpoint), so a breaker
+// is named by the deliveries that share its token; one with no delivery in
+// the log shows by its token. A breaker the server has not created yet is
+// closed.
 func endpointRows(breakers map[string]string, recs []*delivery.Record) []endpointRow {
 	by := map[string]*endpointRow{}
-	row := func(ep string) *endpointRow {
-		r, ok := by[ep]
+	for _, rec := range recs {
+		tok := delivery.EndpointToken(rec.Channel, rec.Endpoint)
+		r, ok := by[tok]
 		if !ok {
-			r = &endpointRow{Endpoint: ep, Breaker: "closed"}
-			if b, ok := breakers[ep]; ok {
+			r = &endpointRow{Endpoint: rec.Endpoint, Channel: rec.Channel, Breaker: "closed"}
+			if b, ok := breakers[tok]; ok {
 				r.Breaker = b
 			}
-			by[ep] = r
+			by[tok] = r
 		}
-		return r
-	}
-	for ep := range breakers {
-		row(ep)
-	}
-	for _, rec := range recs {
-		r := row(rec.Endpoint)
-		r.Channel = rec.Channel
 		switch rec.State {
 		case delivery.StatePending, delivery.StateRetrying:
 			r.Backlog++
@@ -135,6 +130,11 @@ func endpointRows(breakers map[string]string, recs []*delivery.Record) []endpoin
 				r.LastFailure = a.At
 				r.LastError = lastOutcome(a.Status, a.Error)
 			}
+		}
+	}
+	for tok, b := range breakers {
+		if _, ok := by[tok]; !ok {
+			by[tok] = &endpointRow{Endpoint: tok, Breaker: b}
 		}
 	}
 	out := make([]endpointRow, 0, len(by))
