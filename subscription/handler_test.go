@@ -659,3 +659,54 @@ func (m matchBoth) Match(f EventFacts) ([]Match, error) {
 	}
 	return a, nil
 }
+
+// identifyFunc adapts a function to Identifier, standing in for the token
+// verification the security work will bring.
+type identifyFunc func(r *http.Request) (Caller, *fhir.Outcome)
+
+func (f identifyFunc) Identify(r *http.Request) (Caller, *fhir.Outcome) { return f(r) }
+
+func TestAPICallerRestrictions(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "c.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	callers := map[string]Caller{
+		"explicit-only": {ASID: "1", ODS: "RR8", SubscribeKinds: []Kind{Explicit}},
+		"patient-bound": {ASID: "2", ODS: "RR8", RequestingPatient: nhsA},
+	}
+	h, err := NewHandler(Options{DB: db, Identifier: identifyFunc(func(r *http.Request) (Caller, *fhir.Outcome) {
+		return callers[r.Header.Get("X-Test-Caller")], nil
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(caller, body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, PathPrefix, strings.NewReader(body))
+		req.Header.Set("X-Test-Caller", caller)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	hook := func(crit string) string {
+		return subBody{Channel: "rest-hook", Endpoint: "https://hooks.example.org/ems", Criteria: crit}.XML()
+	}
+	cases := []struct {
+		caller, crit string
+		status       int
+		code         string
+	}{
+		{"explicit-only", critGP, 201, ""},
+		{"explicit-only", critCountry, 403, "ACCESS_DENIED"},
+		{"patient-bound", base + "&Patient.identifier=" + nhsA + "&MessageHeader.event=vaccinations-1", 201, ""},
+		{"patient-bound", critGP, 400, "REQUEST_UNMATCHED"},
+		{"patient-bound", critCountry, 201, ""},
+	}
+	for _, tc := range cases {
+		w := post(tc.caller, hook(tc.crit))
+		if w.Code != tc.status || (tc.code != "" && !strings.Contains(w.Body.String(), `"`+tc.code+`"`)) {
+			t.Errorf("%s %s: %d %s", tc.caller, tc.crit, w.Code, w.Body)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package subscription
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/ems-broker/ems/fhir"
@@ -15,6 +16,18 @@ type Caller struct {
 	// SubscribeEvents are the event codes the caller may subscribe to (the
 	// NEMS_EVENT_ID category bag); empty means no restriction.
 	SubscribeEvents []string
+	// SubscribeKinds are the subscription kinds the caller may create (the
+	// NEMS_SUBS_TYPE category bag); empty means both.
+	SubscribeKinds []Kind
+	// RequestingPatient is the JWT requesting_patient claim, when a
+	// verified token carries one: an explicit subscription must then be for
+	// that patient (subscriptions.md §1).
+	RequestingPatient string
+}
+
+// MayCreate reports whether the caller may create subscriptions of kind k.
+func (c Caller) MayCreate(k Kind) bool {
+	return len(c.SubscribeKinds) == 0 || slices.Contains(c.SubscribeKinds, k)
 }
 
 // MaySubscribe reports whether the caller may subscribe to event code.
@@ -47,6 +60,8 @@ type RegistryEntry struct {
 	ODS             string
 	Mailboxes       []string
 	SubscribeEvents []string
+	// SubscribeKinds limits the kinds (empty: both).
+	SubscribeKinds []Kind
 }
 
 // RegistryIdentifier identifies callers by the fromASID header and owns the
@@ -90,7 +105,7 @@ func (r *RegistryIdentifier) Identify(req *http.Request) (Caller, *fhir.Outcome)
 		out.Error(fhir.ASIDCheckFailed, "", "ASID "+asid+" is not registered with this service")
 		return Caller{}, out
 	}
-	return Caller{ASID: asid, ODS: e.ODS, SubscribeEvents: e.SubscribeEvents}, nil
+	return Caller{ASID: asid, ODS: e.ODS, SubscribeEvents: e.SubscribeEvents, SubscribeKinds: e.SubscribeKinds}, nil
 }
 
 // MailboxOwner implements MailboxOwners.

@@ -118,6 +118,14 @@ func (s *Service) authorise(c Caller, d *draft) *fhir.Outcome {
 				fmt.Sprintf("MESH mailbox %s is not registered to organisation %s", d.Channel.Endpoint, d.Owner))
 		}
 	}
+	if !c.MayCreate(d.Criteria.Kind) {
+		return outcomeOf(fhir.AccessDenied, "Subscription.criteria",
+			fmt.Sprintf("ASID %s is not permitted to create %s subscriptions", c.ASID, d.Criteria.Kind))
+	}
+	if c.RequestingPatient != "" && d.Criteria.Kind == Explicit && d.Criteria.NHSNumber != c.RequestingPatient {
+		return outcomeOf(fhir.RequestUnmatched, "Subscription.criteria",
+			fmt.Sprintf("the criteria's NHS number %s is not the token's requesting_patient %s", d.Criteria.NHSNumber, c.RequestingPatient))
+	}
 	for _, e := range d.Criteria.Events {
 		if !c.MaySubscribe(e) {
 			return outcomeOf(fhir.AccessDenied, "Subscription.criteria",
