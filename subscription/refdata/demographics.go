@@ -1,0 +1,556 @@
+package refdata
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ems-broker/ems/fhir"
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketPatients = []byte("refdata.demographics")         // nhs → Patient JSON
+	bucketPatStage = []byte("refdata.demographics.staging") // a CSV bootstrap before it is merged
+)
+
+// Patient is what the demographics source knows of one patient: the PDS
+// facts generic subscriptions match on.
+type Patient struct {
+	NHSNumber string `json:"nhsNumber"`
+	// GPPractice is the registered practice's ODS code; Registered says
+	// whether there is one (nil: not known).
+	GPPractice string `json:"gpPractice,omitempty"`
+	Registered *bool  `json:"registered,omitempty"`
+	// Postcode is the home postcode; PreviousPostcode the one before the
+	// last change of address.
+	Postcode         string `json:"postcode,omitempty"`
+	PreviousPostcode string `json:"previousPostcode,omitempty"`
+	BirthDate        string `json:"birthDate,omitempty"` // YYYY-MM-DD
+	DeathDate        string `json:"deathDate,omitempty"` // YYYY-MM-DD
+	Deceased         bool   `json:"deceased,omitempty"`
+	// Sensitive: PDS S flag (restricted record); never routed to generic
+	// subscriptions, and nothing at all is delivered (subscriptions.md §6).
+	Sensitive bool      `json:"sensitive,omitempty"`
+	Updated   time.Time `json:"updated"`
+}
+
+// Demographics is where the enricher reads a patient's record. The bbolt
+// store below keeps it from the events; a PDS lookup can replace it.
+type Demographics interface {
+	Patient(ctx context.Context, nhs string) (Patient, bool, error)
+}
+
+// DemographicsFunc adapts a function to Demographics.
+type DemographicsFunc func(ctx context.Context, nhs string) (Patient, bool, error)
+
+// Patient implements Demographics.
+func (f DemographicsFunc) Patient(ctx context.Context, nhs string) (Patient, bool, error) {
+	return f(ctx, nhs)
+}
+
+var _ Demographics = (*DemographicsStore)(nil)
+
+// DemographicsStore keeps one Patient per NHS number in bbolt.
+type DemographicsStore struct {
+	db        *bolt.DB
+	now       func() time.Time
+	batchRows int
+}
+
+// OpenDemographics creates the bucket.
+func OpenDemographics(db *bolt.DB, now func() time.Time) (*DemographicsStore, error) {
+	if now == nil {
+		now = time.Now
+	}
+	err := db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketPatients); err != nil {
+			return err
+		}
+		// A bootstrap a restart interrupted is discarded whole.
+		if tx.Bucket(bucketPatStage) != nil {
+			return tx.DeleteBucket(bucketPatStage)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening demographics: %w", err)
+	}
+	return &DemographicsStore{db: db, now: now, batchRows: 50000}, nil
+}
+
+// Patient implements Demographics.
+func (d *DemographicsStore) Patient(_ context.Context, nhs string) (Patient, bool, error) {
+	var p Patient
+	var ok bool
+	err := d.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPatients).Get([]byte(nhs))
+		if b == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(b, &p)
+	})
+	if err != nil {
+		return p, false, fmt.Errorf("reading demographics of %s: %w", nhs, err)
+	}
+	return p, ok, nil
+}
+
+// Put stores a patient's record whole.
+func (d *DemographicsStore) Put(p Patient) error {
+	if !fhir.ValidNHSNumber(p.NHSNumber) {
+		return fmt.Errorf("demographics: %q is not an NHS number", p.NHSNumber)
+	}
+	if p.Updated.IsZero() {
+		p.Updated = d.now().UTC()
+	}
+	b, _ := json.Marshal(p)
+	return d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPatients).Put([]byte(p.NHSNumber), b) })
+}
+
+// Observe updates the store from one accepted event. PDS events are the
+// record's own changes and overwrite what is known; other publishers'
+// bundles only fill in what is not known yet, because subscriptions.md §4
+// matches on PDS, not on message content.
+func (d *DemographicsStore) Observe(eventCode string, bundle *fhir.Node) error {
+	obs := observePatients(eventCode, bundle)
+	if len(obs) == 0 {
+		return nil
+	}
+	authoritative := isPDSEvent(eventCode)
+	return d.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPatients)
+		for _, o := range obs {
+			var p Patient
+			if v := b.Get([]byte(o.nhs)); v != nil {
+				if err := json.Unmarshal(v, &p); err != nil {
+					return fmt.Errorf("demographics of %s: %w", o.nhs, err)
+				}
+			}
+			p.NHSNumber = o.nhs
+			o.apply(&p, authoritative)
+			p.Updated = d.now().UTC()
+			v, _ := json.Marshal(p)
+			if err := b.Put([]byte(o.nhs), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func isPDSEvent(code string) bool { return strings.HasPrefix(code, "pds-") }
+
+const (
+	systemNHSNumber     = "https://fhir.nhs.uk/Id/nhs-number"
+	systemODS           = "https://fhir.nhs.uk/Id/ods-organization-code"
+	urlDeathStatus      = "https://fhir.hl7.org.uk/STU3/StructureDefinition/Extension-CareConnect-DeathNotificationStatus-1"
+	systemConfidential  = "http://hl7.org/fhir/v3/Confidentiality"
+	eventChangeOfAddr   = "pds-change-of-address-1"
+	eventChangeOfGP     = "pds-change-of-gp-1"
+	eventRecordChange   = "pds-record-change-1"
+	eventBirthNotifying = "pds-birth-notification-1"
+)
+
+// observation is what one Patient resource of a bundle says; the *Known
+// flags tell "absent" from "says there is none".
+type observation struct {
+	nhs                string
+	patient            *fhir.Node
+	gp                 string
+	gpKnown            bool // generalPractitioner present, or a change of GP without one (de-registration)
+	postcode, previous string
+	birthDate          string
+	deathDate          string
+	deceased           *bool // nil: not stated
+	sensitive          *bool
+}
+
+func (o observation) apply(p *Patient, authoritative bool) {
+	set := func(dst *string, v string) {
+		if v != "" && (authoritative || *dst == "") {
+			*dst = v
+		}
+	}
+	if o.gpKnown && (authoritative || p.Registered == nil) {
+		p.GPPractice = o.gp
+		reg := o.gp != ""
+		p.Registered = &reg
+	}
+	if o.postcode != "" && (authoritative || p.Postcode == "") {
+		if o.previous != "" {
+			p.PreviousPostcode = o.previous // a change of address names it
+		} else if p.Postcode != "" && p.Postcode != o.postcode {
+			p.PreviousPostcode = p.Postcode
+		}
+		p.Postcode = o.postcode
+	}
+	set(&p.BirthDate, o.birthDate)
+	if o.deceased != nil && (authoritative || !p.Deceased) {
+		p.Deceased, p.DeathDate = *o.deceased, o.deathDate
+	}
+	if o.sensitive != nil && (authoritative || *o.sensitive) {
+		p.Sensitive = *o.sensitive
+	}
+}
+
+// observePatients reads every Patient with an NHS number in the bundle.
+func observePatients(eventCode string, bundle *fhir.Node) []observation {
+	if bundle == nil {
+		return nil
+	}
+	byURL := map[string]*fhir.Node{}
+	var patients []*fhir.Node
+	for _, e := range bundle.ChildrenNamed("entry") {
+		r := e.Child("resource").Resource()
+		if r == nil {
+			continue
+		}
+		// Some published examples give fullUrl without the urn:uuid: their
+		// references carry; index both spellings.
+		byURL[strings.TrimPrefix(e.Str("fullUrl"), "urn:uuid:")] = r
+		if id := r.Str("id"); id != "" {
+			byURL[r.ResourceType+"/"+id] = r
+		}
+		if r.ResourceType == "Patient" {
+			patients = append(patients, r)
+		}
+	}
+	var out []observation
+	for _, p := range patients {
+		o := observation{patient: p}
+		for _, id := range p.ChildrenNamed("identifier") {
+			if id.Str("system") == systemNHSNumber && fhir.ValidNHSNumber(id.Str("value")) {
+				o.nhs = id.Str("value")
+				break
+			}
+		}
+		for _, gp := range p.ChildrenNamed("generalPractitioner") {
+			code := gp.Str("identifier", "value")
+			if org := byURL[strings.TrimPrefix(gp.Str("reference"), "urn:uuid:")]; org != nil && org.ResourceType == "Organization" {
+				for _, id := range org.ChildrenNamed("identifier") {
+					if id.Str("system") == systemODS && id.Str("value") != "" {
+						code = id.Str("value")
+						break
+					}
+				}
+			}
+			if code != "" {
+				o.gp, o.gpKnown = strings.ToUpper(code), true
+				break
+			}
+		}
+		if !o.gpKnown && eventCode == eventChangeOfGP {
+			o.gpKnown = true // events.md §3.2: absent generalPractitioner = de-registration
+		}
+		for _, a := range p.ChildrenNamed("address") {
+			pc, ok := NormalisePostcode(a.Str("postalCode"))
+			if !ok {
+				continue
+			}
+			switch a.Str("use") {
+			case "home", "":
+				if o.postcode == "" {
+					o.postcode = pc
+				}
+			case "old":
+				if o.previous == "" {
+					o.previous = pc
+				}
+			}
+		}
+		if b := p.Str("birthDate"); len(b) >= 10 {
+			o.birthDate = b[:10]
+		}
+		if dt := p.Str("deceasedDateTime"); dt != "" {
+			t := true
+			o.deceased = &t
+			o.deathDate = dt[:min(10, len(dt))]
+		} else if db := p.Child("deceasedBoolean"); db != nil {
+			t := db.Value == "true"
+			o.deceased = &t
+		}
+		if ext := p.Extension(urlDeathStatus); ext != nil {
+			for _, c := range ext.ChildrenNamed("extension") {
+				if c.Str("url") == "deathNotificationStatus" && c.Str("valueCodeableConcept", "coding", "code") == "U" {
+					f := false // status U: the death notification was removed
+					o.deceased, o.deathDate = &f, ""
+				}
+			}
+		}
+		for _, s := range p.ChildrenNamed("meta") {
+			for _, sec := range s.ChildrenNamed("security") {
+				if sec.Str("system") == systemConfidential && (sec.Str("code") == "R" || sec.Str("code") == "V") {
+					t := true
+					o.sensitive = &t
+				}
+			}
+		}
+		if o.sensitive == nil && eventCode == eventRecordChange {
+			f := false // a record change carries the whole current record: no label, no flag
+			o.sensitive = &f
+		}
+		out = append(out, o)
+	}
+	// Only patients with an NHS number can be stored; the enricher still
+	// uses the others (a baby without one yet).
+	return out
+}
+
+// eventPatient picks the Patient an event is about: the one with the
+// routing NHS number; for a birth notification without the mother's number,
+// the baby (events.md §3.2: the RelatedPerson's patient); else the first.
+func eventPatient(eventCode, nhs string, obs []observation, bundle *fhir.Node) (observation, bool) {
+	if nhs != "" {
+		for _, o := range obs {
+			if o.nhs == nhs {
+				return o, true
+			}
+		}
+	}
+	if eventCode == eventBirthNotifying && nhs == "" && bundle != nil {
+		var babyRef string
+		byURL := map[string]*fhir.Node{}
+		for _, e := range bundle.ChildrenNamed("entry") {
+			r := e.Child("resource").Resource()
+			if r == nil {
+				continue
+			}
+			byURL[strings.TrimPrefix(e.Str("fullUrl"), "urn:uuid:")] = r
+			byURL[r.ResourceType+"/"+r.Str("id")] = r
+			if r.ResourceType == "RelatedPerson" && babyRef == "" {
+				babyRef = strings.TrimPrefix(r.Str("patient", "reference"), "urn:uuid:")
+			}
+		}
+		if baby := byURL[babyRef]; baby != nil {
+			for _, o := range obs {
+				if o.patient == baby {
+					return o, true
+				}
+			}
+		}
+	}
+	if len(obs) > 0 {
+		return obs[0], true
+	}
+	return observation{}, false
+}
+
+// demographicsColumns are the bootstrap CSV's header names.
+var demographicsColumns = []string{"nhs_number", "gp_practice", "registered", "postcode", "previous_postcode", "birth_date", "death_date", "sensitive"}
+
+// ImportCSV bootstraps the store from a CSV with a header naming some of
+// nhs_number (mandatory), gp_practice, registered (true/false), postcode,
+// previous_postcode, birth_date, death_date (YYYY-MM-DD) and sensitive
+// (true/false). The rows go to a staging bucket first and are merged only
+// when the whole file has validated, so a bad row changes nothing. Rows
+// replace the stored records of the same NHS number.
+func (d *DemographicsStore) ImportCSV(ctx context.Context, r io.Reader, name string) (int64, error) {
+	cs := csv.NewReader(bufio.NewReaderSize(r, 1<<16))
+	cs.ReuseRecord = true
+	cs.FieldsPerRecord = -1
+	fail := func(line, col int, colName string, err error) error {
+		return &ImportError{File: name, Line: line, Column: col, ColumnName: colName, Err: err}
+	}
+	hdr, err := cs.Read()
+	if err != nil {
+		if err == io.EOF {
+			err = errors.New("empty file: expected a header row")
+		}
+		return 0, fail(1, 0, "", err)
+	}
+	idx := map[string]int{}
+	names := make([]string, len(hdr))
+	for i, h := range hdr {
+		h = strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))
+		names[i] = h
+		known := false
+		for _, c := range demographicsColumns {
+			known = known || c == h
+		}
+		if !known {
+			return 0, fail(1, i+1, hdr[i], fmt.Errorf("unknown column; expected some of %s", strings.Join(demographicsColumns, ", ")))
+		}
+		if _, dup := idx[h]; dup {
+			return 0, fail(1, i+1, hdr[i], errors.New("column given twice"))
+		}
+		idx[h] = i
+	}
+	if _, ok := idx["nhs_number"]; !ok {
+		return 0, fail(1, 0, "", errors.New("header has no nhs_number column"))
+	}
+	if err := d.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketPatStage) != nil {
+			return errors.New("a demographics import is already running")
+		}
+		_, err := tx.CreateBucket(bucketPatStage)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("starting demographics import: %w", err)
+	}
+	defer d.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketPatStage) })
+	var rows int64
+	batch := make([]Patient, 0, d.batchRows)
+	put := func(dst []byte) error {
+		err := d.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(dst)
+			for _, p := range batch {
+				v, _ := json.Marshal(p)
+				if err := b.Put([]byte(p.NHSNumber), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		batch = batch[:0]
+		return err
+	}
+	now := d.now().UTC()
+	for {
+		rec, err := cs.Read()
+		if err == io.EOF {
+			break
+		}
+		line, _ := cs.FieldPos(0)
+		if err != nil {
+			return 0, fail(line, 0, "", err)
+		}
+		if len(rec) != len(hdr) {
+			return 0, fail(line, min(len(rec), len(hdr))+1, "", fmt.Errorf("row has %d fields, the header %d", len(rec), len(hdr)))
+		}
+		p, col, err := demographicsRow(rec, idx)
+		if err != nil {
+			return 0, fail(line, col+1, names[col], err)
+		}
+		p.Updated = now
+		batch = append(batch, p)
+		rows++
+		if len(batch) == d.batchRows {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			if err := put(bucketPatStage); err != nil {
+				return 0, fmt.Errorf("staging demographics: %w", err)
+			}
+		}
+	}
+	if err := put(bucketPatStage); err != nil {
+		return 0, fmt.Errorf("staging demographics: %w", err)
+	}
+	// Merge in batches: each record is replaced whole, so a reader sees
+	// either the old or the new record of a patient, never a mixture.
+	var after []byte
+	for {
+		var last []byte
+		err := d.db.Update(func(tx *bolt.Tx) error {
+			dst, c := tx.Bucket(bucketPatients), tx.Bucket(bucketPatStage).Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); k != nil && string(k) == string(after) {
+					k, v = c.Next()
+				}
+			}
+			for n := 0; k != nil && n < d.batchRows; k, v = c.Next() {
+				if err := dst.Put(k, v); err != nil {
+					return err
+				}
+				last = append(last[:0], k...)
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("merging demographics: %w", err)
+		}
+		if last == nil {
+			break
+		}
+		after = last
+	}
+	return rows, nil
+}
+
+func demographicsRow(rec []string, idx map[string]int) (Patient, int, error) {
+	var p Patient
+	get := func(c string) (string, int) {
+		i, ok := idx[c]
+		if !ok {
+			return "", -1
+		}
+		return strings.TrimSpace(rec[i]), i
+	}
+	boolean := func(c string) (*bool, int, error) {
+		v, i := get(c)
+		switch strings.ToLower(v) {
+		case "":
+			return nil, i, nil
+		case "true", "y", "yes", "1":
+			t := true
+			return &t, i, nil
+		case "false", "n", "no", "0":
+			f := false
+			return &f, i, nil
+		}
+		return nil, i, fmt.Errorf("%q is not true or false", v)
+	}
+	v, i := get("nhs_number")
+	if prob := fhir.NHSNumberProblem(v); prob != "" {
+		return p, i, fmt.Errorf("%q: %s", v, prob)
+	}
+	p.NHSNumber = v
+	if v, i = get("gp_practice"); v != "" {
+		if !isODS(strings.ToUpper(v)) {
+			return p, i, fmt.Errorf("%q is not an ODS code", v)
+		}
+		p.GPPractice = strings.ToUpper(v)
+		t := true
+		p.Registered = &t
+	}
+	reg, i, err := boolean("registered")
+	if err != nil {
+		return p, i, err
+	}
+	if reg != nil {
+		if *reg == false && p.GPPractice != "" {
+			return p, i, errors.New("registered is false but gp_practice is set")
+		}
+		p.Registered = reg
+	}
+	for _, c := range []struct {
+		col string
+		dst *string
+	}{{"postcode", &p.Postcode}, {"previous_postcode", &p.PreviousPostcode}} {
+		if v, i := get(c.col); v != "" {
+			k, ok := NormalisePostcode(v)
+			if !ok {
+				return p, i, fmt.Errorf("%q is not a postcode", v)
+			}
+			*c.dst = k
+		}
+	}
+	for _, c := range []struct {
+		col string
+		dst *string
+	}{{"birth_date", &p.BirthDate}, {"death_date", &p.DeathDate}} {
+		if v, i := get(c.col); v != "" {
+			if _, err := time.Parse("2006-01-02", v); err != nil {
+				return p, i, fmt.Errorf("%q is not a date (YYYY-MM-DD)", v)
+			}
+			*c.dst = v
+		}
+	}
+	p.Deceased = p.DeathDate != ""
+	s, i, err := boolean("sensitive")
+	if err != nil {
+		return p, i, err
+	}
+	p.Sensitive = s != nil && *s
+	return p, 0, nil
+}
