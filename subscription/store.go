@@ -164,6 +164,38 @@ func migrate(tx *bolt.Tx) error {
 	return nil
 }
 
+// rebuildIndexes empties every index bucket and refills it from the
+// primary records. A migration that changes an index layout bumps
+// SchemaVersion and calls it; operators can run it through RebuildIndexes.
+func rebuildIndexes(tx *bolt.Tx) error {
+	for _, b := range indexBuckets {
+		if tx.Bucket(b) != nil {
+			if err := tx.DeleteBucket(b); err != nil {
+				return fmt.Errorf("dropping %s: %w", b, err)
+			}
+		}
+		if _, err := tx.CreateBucket(b); err != nil {
+			return fmt.Errorf("creating %s: %w", b, err)
+		}
+	}
+	return tx.Bucket(bucketSubs).ForEach(func(k, v []byte) error {
+		sub, err := decodeSubscription(v)
+		if err != nil {
+			return fmt.Errorf("reading subscription %s: %w", k, err)
+		}
+		return index(tx, sub)
+	})
+}
+
+// RebuildIndexes recomputes every secondary index from the primary
+// records in one transaction.
+func (s *Store) RebuildIndexes() error {
+	if err := s.db.Update(rebuildIndexes); err != nil {
+		return fmt.Errorf("rebuilding subscription indexes: %w", err)
+	}
+	return nil
+}
+
 func u64(v uint64) []byte {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], v)
