@@ -283,7 +283,6 @@ func (h *Handler) update(w http.ResponseWriter, r *http.Request, c Caller, id st
 		return
 	}
 	setVersionHeaders(w, sub)
-	w.Header().Set("Content-Location", h.location(r, sub.ID)+"/_history/"+strconv.FormatUint(sub.VersionID, 10))
 	h.writeResource(w, rf, http.StatusOK, toNode(sub))
 }
 
