@@ -176,7 +176,8 @@ func (a *Authenticator) authenticate(r *http.Request, op Operation) (Caller, *fh
 		return c, refusal(fhir.MissingOrInvalidHeader, "Authorization", "the JWT is not valid: %v", err)
 	}
 	c.Token = tok
-	return c, a.checkClaims(&c, tok.Claims, op)
+	issue = a.checkClaims(&c, tok.Claims, op)
+	return c, issue
 }
 
 // checkHeaders checks toASID and InteractionID: optional unless identity is

@@ -3,6 +3,7 @@ package identity
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 )
 
 // MaskNHSNumbers is a slog ReplaceAttr that masks every NHS number in
@@ -16,6 +17,12 @@ func MaskNHSNumbers(_ []string, a slog.Attr) slog.Attr {
 	case slog.KindString:
 		if s := a.Value.String(); hasDigitRun(s) {
 			a.Value = slog.StringValue(MaskNHS(s))
+		}
+	case slog.KindInt64, slog.KindUint64:
+		// A number is only taken for an NHS number when its key says so:
+		// ten-digit integers are also Unix times.
+		if strings.Contains(strings.ToLower(a.Key), "nhs") {
+			a.Value = slog.StringValue(MaskNHS(a.Value.String()))
 		}
 	case slog.KindAny:
 		var s string
