@@ -245,6 +245,8 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, c Caller, id stri
 		h.writeOutcome(w, rf, o)
 		return
 	}
+	// Subscriber IG asks for every read to be auditable (who, when, what).
+	h.log.InfoContext(r.Context(), "subscription read", "id", id, "asid", c.ASID, "ods", c.ODS)
 	setVersionHeaders(w, sub)
 	h.writeResource(w, rf, http.StatusOK, toNode(sub))
 }

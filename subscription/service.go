@@ -201,6 +201,8 @@ func (s *Service) storeFailure(ctx context.Context, doing string, err error) *fh
 		return outcomeOf(fhir.NoRecordFound, "", "no such subscription")
 	case errors.Is(err, ErrVersionConflict):
 		return outcomeOf(fhir.PreconditionFailed, "", err.Error())
+	case errors.Is(err, ErrTransition):
+		return outcomeOf(fhir.InvalidResource, "Subscription.status", err.Error())
 	}
 	s.log.ErrorContext(ctx, doing, "err", err)
 	return outcomeOf(fhir.InternalServerError, "", doing+" failed; the error has been logged")
@@ -213,6 +215,7 @@ func (s *Service) Get(ctx context.Context, c Caller, id string) (*Subscription, 
 		return nil, s.storeFailure(ctx, "reading subscription", err)
 	}
 	if sub.Owner != c.ODS {
+		s.log.WarnContext(ctx, "subscription access denied", "id", id, "asid", c.ASID, "ods", c.ODS)
 		return nil, outcomeOf(fhir.AccessDenied, "", fmt.Sprintf("subscription %s belongs to another organisation", id))
 	}
 	return sub, nil
