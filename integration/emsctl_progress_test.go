@@ -14,13 +14,13 @@ import (
 	"time"
 )
 
-// slowImport stands in for the reference-data import route, which the
-// server does not have yet: it reads the upload at a bounded rate, as a
-// server validating rows would, and answers the proposed version document.
-// It tests only what emsctl draws on a terminal, not an import.
+// slowImport stands in for the reference-data import route: it reads the
+// upload at a bounded rate, as a server validating rows would, and answers
+// a version document of refdata's shape. It tests only what emsctl draws on
+// a terminal, not an import (TestEmsctlRefdata does that against emsd).
 func slowImport(t *testing.T) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+adminToken || r.URL.Path != "/admin/v1/refdata/postcode/import" {
+		if r.Header.Get("Authorization") != "Bearer "+adminToken || r.URL.Path != "/admin/v1/refdata/nspl" {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusNotFound)
 			_, _ = w.Write([]byte(`{"error":"unexpected ` + r.URL.Path + `"}`))
@@ -41,8 +41,9 @@ func slowImport(t *testing.T) *httptest.Server {
 			time.Sleep(10 * time.Millisecond)
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"version": "postcode-1", "kind": "postcode", "rows": rows,
-			"state": "staged", "source": r.URL.Query().Get("source")})
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(map[string]any{"kind": "nspl", "version": 1, "state": "ready", "rows": rows,
+			"source": r.URL.Query().Get("name"), "active": true})
 	}))
 }
 
@@ -74,7 +75,7 @@ func TestEmsctlImportProgress(t *testing.T) {
 	bin := filepath.Join(binDir, "emsctl")
 	env := append(os.Environ(), "EMS_SERVER="+srv.URL, "EMS_TOKEN="+adminToken, "XDG_CONFIG_HOME="+t.TempDir(), "TERM=xterm")
 
-	cmdline := fmt.Sprintf("%s refdata import postcode %s", bin, file)
+	cmdline := fmt.Sprintf("%s refdata import nspl %s", bin, file)
 	cmd := exec.Command(script, "-qefc", cmdline, "/dev/null")
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
@@ -86,21 +87,21 @@ func TestEmsctlImportProgress(t *testing.T) {
 	if redraws < 3 {
 		t.Errorf("want the progress line redrawn several times, got %d:\n%q", redraws, screen)
 	}
-	for _, want := range []string{"rows/s", "ETA", "[" + strings.Repeat("=", 30) + "] 100% 400001 rows", "postcode-1"} {
+	for _, want := range []string{"rows/s", "ETA", "[" + strings.Repeat("=", 30) + "] 100% 400001 rows", "nspl@1"} {
 		if !strings.Contains(screen, want) {
 			t.Errorf("terminal output lacks %q:\n%q", want, screen)
 		}
 	}
 
 	// Not a terminal: the result only.
-	plain := exec.Command(bin, "refdata", "import", "postcode", file)
+	plain := exec.Command(bin, "refdata", "import", "nspl", file)
 	plain.Env = env
 	var stdout, stderr strings.Builder
 	plain.Stdout, plain.Stderr = &stdout, &stderr
 	if err := plain.Run(); err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	if stderr.Len() != 0 || !strings.Contains(stdout.String(), "postcode-1") || !strings.Contains(stdout.String(), "400001") {
+	if stderr.Len() != 0 || !strings.Contains(stdout.String(), "nspl@1") || !strings.Contains(stdout.String(), "400001") {
 		t.Errorf("without a terminal: stdout %q stderr %q", stdout.String(), stderr.String())
 	}
 }

@@ -1,40 +1,42 @@
 package main
 
 import (
-	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ems-broker/ems/subscription/refdata"
 )
 
 const refdataPath = "/admin/v1/refdata"
 
-// refVersion is one imported reference-data version.
-type refVersion struct {
-	Version    string    `json:"version"`
-	Kind       string    `json:"kind"`
-	Rows       int64     `json:"rows"`
-	Rejected   int64     `json:"rejected,omitempty"`
-	State      string    `json:"state,omitempty"` // staged, active, retired
-	Active     bool      `json:"active"`
-	ImportedAt time.Time `json:"importedAt,omitzero"`
-	Operator   string    `json:"operator,omitempty"`
-	Source     string    `json:"source,omitempty"`
-}
+// refKinds are what import accepts: the datasets, and the patients'
+// demographics bootstrap file.
+var refKinds = []string{string(refdata.NSPL), string(refdata.SubICB), string(refdata.Practices), "demographics"}
 
-func refTable(vs []refVersion) *table {
-	t := newTable("VERSION", "KIND", "ROWS", "REJECTED", "ACTIVE", "IMPORTED", "BY", "SOURCE")
+func refTable(vs []refdata.Version) *table {
+	t := newTable("VERSION", "STATE", "ACTIVE", "ROWS", "SIZE", "SOURCE", "BY", "FINISHED", "ACTIVATED")
 	for _, v := range vs {
-		active := "no"
-		if v.Active {
-			active = "yes"
+		active := ""
+		switch {
+		case v.Active:
+			active = "active"
+		case v.Previous:
+			active = "previous"
 		}
-		t.add(v.Version, v.Kind, strconv.FormatInt(v.Rows, 10), strconv.FormatInt(v.Rejected, 10), active,
-			ts(v.ImportedAt), v.Operator, v.Source)
+		activated := ""
+		if v.Activated != nil {
+			activated = ts(*v.Activated)
+		}
+		t.add(v.Label(), string(v.State), active, strconv.FormatInt(v.Rows, 10), bytesText(uint64(max(v.Bytes, 0))),
+			v.Source, v.Actor, ts(v.Finished), activated)
 	}
 	return t
 }
@@ -43,24 +45,29 @@ func newRefdataCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "refdata",
 		Short: "Import and activate reference data for generic subscriptions",
-		Long: `Reference data (ONS postcode directory, sub-ICB lookups, ODS GP practices)
-lets generic subscriptions match by GP practice, sub-ICB, local authority or
-country. An import stages a new version; activating it switches matching to it
-at once, and the previous version stays for rollback.`,
-		Example: `  emsctl refdata import postcode ONSPD_NOV_2026_UK.csv
+		Long: `Reference data lets generic subscriptions match by GP practice, sub-ICB,
+local authority or country: nspl (ONS postcode directory), subicb (ONS sub-ICB
+names) and epraccur (ODS GP practices). An import makes a new version;
+activating one switches matching to it at once, and the previous version stays
+for rollback. Versions are named KIND@N, as match explanations show them.`,
+		Example: `  emsctl refdata import nspl NSPL_NOV_2026_UK.csv
   emsctl refdata list
-  emsctl refdata activate postcode-20261122T101500Z`,
+  emsctl refdata activate nspl@3
+  emsctl refdata rollback nspl`,
 	}
 	var activate bool
 	imp := &cobra.Command{
 		Use:   "import KIND FILE",
-		Short: "Upload a reference-data file as a new staged version",
-		Long: `Stream a reference-data file to the server as a new version of KIND. On a
+		Short: "Upload a reference-data file as a new version (activated unless --activate=false)",
+		Long: `Stream a reference-data file to the server as a new version of KIND (nspl,
+subicb, epraccur, or demographics for the patients' bootstrap CSV). On a
 terminal a progress bar shows the rows sent, rows per second and the time left;
-otherwise emsctl prints only the result.`,
-		Example: `  emsctl refdata import postcode ONSPD_NOV_2026_UK.csv
-  emsctl refdata import gp-practice epraccur.csv --activate`,
-		Args: cobra.ExactArgs(2),
+otherwise emsctl prints only the result. A file the server refuses is reported
+with the line and column at fault.`,
+		Example: `  emsctl refdata import nspl NSPL_NOV_2026_UK.csv
+  emsctl refdata import epraccur epraccur.csv --activate=false`,
+		Args:      cobra.ExactArgs(2),
+		ValidArgs: refKinds,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.admin()
 			if err != nil {
@@ -79,66 +86,123 @@ otherwise emsctl prints only the result.`,
 			if isTerminal(cmd.ErrOrStderr()) {
 				p.draw(200 * time.Millisecond)
 			}
-			q := url.Values{"source": {st.Name()}}
-			if activate {
-				q.Set("activate", "true")
-			}
+			q := url.Values{"name": {st.Name()}, "activate": {strconv.FormatBool(activate)}}
 			// An import of a national file takes minutes: no time limit
 			// beyond the operator's ^C.
 			uc := *c
 			uc.http = &http.Client{}
-			req := uploadBody{p, st.Size()}
-			var v refVersion
-			raw, err := uc.call(context.WithoutCancel(cmd.Context()), http.MethodPost,
-				refdataPath+"/"+pathEscape(args[0])+"/import", q, req, "text/csv", &v)
+			raw, err := uc.call(cmd.Context(), http.MethodPost, refdataPath+"/"+pathEscape(args[0]), q,
+				uploadBody{p, st.Size()}, "text/csv", nil)
 			p.finish()
 			if err != nil {
-				return err
+				return importFailure(args[1], raw, err)
 			}
-			return g.show(cmd, raw, refTable([]refVersion{v}))
+			var v refdata.Version
+			if json.Unmarshal(raw, &v) != nil || v.Kind == "" {
+				// demographics answers {kind, source, rows}.
+				var d struct {
+					Kind, Source string
+					Rows         int64
+				}
+				_ = json.Unmarshal(raw, &d)
+				t := newTable("KIND", "SOURCE", "ROWS")
+				t.add(d.Kind, d.Source, strconv.FormatInt(d.Rows, 10))
+				return g.show(cmd, raw, t)
+			}
+			return g.show(cmd, raw, refTable([]refdata.Version{v}))
 		},
 	}
-	imp.Flags().BoolVar(&activate, "activate", false, "activate the version when the import completes")
+	imp.Flags().BoolVar(&activate, "activate", true, "activate the version when the import completes")
 	list := &cobra.Command{
-		Use:     "list",
-		Short:   "List reference-data versions",
-		Example: `  emsctl refdata list`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.admin()
-			if err != nil {
-				return err
-			}
-			var page struct {
-				Versions []refVersion `json:"versions"`
-			}
-			raw, err := c.get(cmd.Context(), refdataPath, nil, &page)
-			if err != nil {
-				return err
-			}
-			return g.show(cmd, raw, refTable(page.Versions))
-		},
-	}
-	act := &cobra.Command{
-		Use:     "activate VERSION",
-		Short:   "Make a version the one generic subscriptions match against",
-		Example: `  emsctl refdata activate postcode-20261122T101500Z`,
-		Args:    cobra.ExactArgs(1),
+		Use:       "list [KIND]",
+		Short:     "List reference-data versions, with the active and previous ones marked",
+		Example:   "  emsctl refdata list\n  emsctl refdata list nspl -o json",
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: refKinds[:3],
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.admin()
 			if err != nil {
 				return err
 			}
-			var v refVersion
-			raw, err := c.postJSON(cmd.Context(), refdataPath+"/versions/"+pathEscape(args[0])+"/activate", nil, nil, &v)
-			if err != nil {
-				return err
+			var kinds []refdata.KindVersions
+			var raw json.RawMessage
+			if len(args) == 1 {
+				var kv refdata.KindVersions
+				if raw, err = c.get(cmd.Context(), refdataPath+"/"+pathEscape(args[0]), nil, &kv); err != nil {
+					return err
+				}
+				kinds = append(kinds, kv)
+			} else {
+				var all struct {
+					Datasets []refdata.KindVersions `json:"datasets"`
+				}
+				if raw, err = c.get(cmd.Context(), refdataPath, nil, &all); err != nil {
+					return err
+				}
+				kinds = all.Datasets
 			}
-			return g.show(cmd, raw, refTable([]refVersion{v}))
+			var vs []refdata.Version
+			for _, k := range kinds {
+				vs = append(vs, k.Versions...)
+			}
+			return g.show(cmd, raw, refTable(vs))
 		},
 	}
-	cmd.AddCommand(imp, list, act)
+	act := &cobra.Command{
+		Use:     "activate KIND@VERSION",
+		Short:   "Make a version the one generic subscriptions match against",
+		Example: `  emsctl refdata activate nspl@3`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, ver, ok := strings.Cut(args[0], "@")
+			if _, err := strconv.ParseUint(ver, 10, 64); !ok || kind == "" || err != nil {
+				return usageErr("version %q: want KIND@N, e.g. nspl@3 (see refdata list)", args[0])
+			}
+			return refdataChange(cmd, g, refdataPath+"/"+pathEscape(kind)+"/"+ver+"/activate")
+		},
+	}
+	rollback := &cobra.Command{
+		Use:       "rollback KIND",
+		Short:     "Re-activate the previous version of a dataset",
+		Example:   `  emsctl refdata rollback nspl`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: refKinds[:3],
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return refdataChange(cmd, g, refdataPath+"/"+pathEscape(args[0])+"/rollback")
+		},
+	}
+	cmd.AddCommand(imp, list, act, rollback)
 	return cmd
+}
+
+func refdataChange(cmd *cobra.Command, g *globals, path string) error {
+	c, err := g.admin()
+	if err != nil {
+		return err
+	}
+	var v refdata.Version
+	raw, err := c.postJSON(cmd.Context(), path, nil, nil, &v)
+	if err != nil {
+		return err
+	}
+	return g.show(cmd, raw, refTable([]refdata.Version{v}))
+}
+
+// importFailure names the file's line and column when the server says
+// where the file is wrong (a 422 with an ImportFailure).
+func importFailure(file string, raw []byte, err error) error {
+	var f refdata.ImportFailure
+	if json.Unmarshal(raw, &f) != nil || f.Line == 0 {
+		return err
+	}
+	at := fmt.Sprintf("%s:%d", file, f.Line)
+	if f.Column > 0 {
+		at += fmt.Sprintf(":%d", f.Column)
+	}
+	if f.Name != "" {
+		at += " (" + f.Name + ")"
+	}
+	return &exitError{exitFailure, fmt.Errorf("importing %s: %s", at, f.Error)}
 }
 
 // uploadBody gives net/http the length of a wrapped file, so the upload is
@@ -149,3 +213,4 @@ type uploadBody struct {
 }
 
 func (u uploadBody) Size() int64 { return u.size }
+
