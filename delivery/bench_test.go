@@ -135,10 +135,29 @@ func TestThroughput(t *testing.T) {
 		}()
 	}
 	publishAll(t, e.ns.JS, msgs, "")
+	published := time.Since(start)
+	var fannedOut time.Duration
+	for {
+		ci, err := e.ns.JS.Consumer(ctx, "EMS_EVENTS", "ems-delivery-fanout")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := ci.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			fannedOut = time.Since(start)
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	got.Wait()
 	elapsed := time.Since(start)
 	e2e := float64(events) / elapsed.Seconds()
 	t.Logf("subscriptions %d, events %d, mailbox messages acknowledged %d/%d", subs, events, acked, want)
+	t.Logf("stages: all published after %v, all fanned out (jobs stored) after %v (%.0f events/s), all acknowledged after %v",
+		published.Round(time.Millisecond), fannedOut.Round(time.Millisecond), float64(events)/fannedOut.Seconds(), elapsed.Round(time.Millisecond))
 	t.Logf("raw JetStream publish: %.0f events/s; end to end publish → acknowledged mailbox delivery: %.0f events/s (%.0f messages/s); ratio %.3f",
 		rawRate, e2e, float64(acked)/elapsed.Seconds(), e2e/rawRate)
 	if acked < want {

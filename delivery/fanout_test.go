@@ -47,11 +47,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms, err := mesh.EnsureStream(ctx, ns.JS, mesh.StreamConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	meshStore, err := mesh.NewStore(ms, db)
+	meshStore, err := mesh.NewStore(ctx, ns.JS, mesh.StreamConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,11 +85,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	ms, err := mesh.EnsureStream(ctx, o.JS, mesh.StreamConfig{Replicas: o.Replicas})
-	if err != nil {
-		return nil, err
-	}
-	meshStore, err := mesh.NewStore(ms, o.DB)
+	meshStore, err := mesh.NewStore(ctx, o.JS, mesh.StreamConfig{Replicas: o.Replicas})
 	if err != nil {
 		return nil, err
 	}

@@ -10,8 +10,16 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
+
+// gzipWriters are reused: a writer's set-up costs more than compressing a
+// typical bundle.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+	return zw
+}}
 
 // APIPrefix is where the MESH API is mounted.
 const APIPrefix = "/messageexchange"
@@ -263,9 +271,11 @@ func (h *handler) retrieve(w http.ResponseWriter, r *http.Request) {
 	}
 	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 		var buf bytes.Buffer
-		zw := gzip.NewWriter(&buf)
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(&buf)
 		_, _ = zw.Write(part)
 		_ = zw.Close()
+		gzipWriters.Put(zw)
 		part = buf.Bytes()
 		hd.Set("Content-Encoding", "gzip")
 	}

@@ -32,11 +32,7 @@ func newMeshEnv(t *testing.T, chunk int) *meshEnv {
 	t.Helper()
 	ns := testnats.Start(t, "")
 	ctx := context.Background()
-	st, err := EnsureStream(ctx, ns.JS, StreamConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := NewStore(st, testnats.Bolt(t))
+	store, err := NewStore(ctx, ns.JS, StreamConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,9 @@ type Authenticator struct {
 	skew      time.Duration
 	now       func() time.Time
 
-	mu   sync.Mutex
-	seen map[string]time.Time // mailbox:nonce:count → when it may be forgotten
+	mu    sync.Mutex
+	seen  map[string]time.Time // mailbox:nonce:count → when it may be forgotten
+	swept time.Time
 }
 
 // AuthOptions configure an Authenticator.
@@ -106,12 +107,15 @@ func (a *Authenticator) Check(header, mailbox string) error {
 	key := mb + ":" + nonce + ":" + count
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if len(a.seen) > 4096 {
+	// Forget expired pairs now and then, not on every call: the sweep
+	// is linear in the pairs remembered.
+	if now.Sub(a.swept) > time.Minute {
 		for k, until := range a.seen {
 			if now.After(until) {
 				delete(a.seen, k)
 			}
 		}
+		a.swept = now
 	}
 	if until, dup := a.seen[key]; dup && !now.After(until) {
 		return errAuthReplay

@@ -3,15 +3,16 @@
 //
 // A message is delivered once it is stored on its mailbox's subject; it is
 // listed until the recipient acknowledges it. Acknowledgement records the id
-// in bbolt before the message is deleted from the stream, so a crash in
-// between, or a fan-out that re-runs after the stream's duplicate window,
-// never brings an acknowledged message back.
+// on an acknowledgements stream before the message is deleted from the
+// inbox, so a crash in between, or a fan-out that re-runs after the inbox's
+// duplicate window, never brings an acknowledged message back. Both live in
+// JetStream, so an acknowledgement costs no fsync of its own and has the
+// same durability as the message it acknowledges.
 package mesh
 
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,11 +21,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	bolt "go.etcd.io/bbolt"
 )
 
 // SubjectPrefix starts every inbox subject: ems.mesh.<mailbox>.<message-id>.
 const SubjectPrefix = "ems.mesh."
+
+// AckSubjectPrefix starts acknowledgement subjects:
+// ems.meshack.<mailbox>.<message-id>.
+const AckSubjectPrefix = "ems.meshack."
 
 // DefaultStream is the stream holding every mailbox's inbox.
 const DefaultStream = "EMS_MESH"
@@ -37,8 +41,6 @@ const (
 	// HeaderEventID is the event's MessageHeader.id.
 	HeaderEventID = "Ems-Message-Id"
 )
-
-var bucketAcked = []byte("delivery/mesh/acked")
 
 var mailboxRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -60,21 +62,33 @@ func MessageID(receivedAt time.Time, eventID, mailbox string) string {
 	return fmt.Sprintf("%s%06d_%s", ts.Format("20060102150405"), ts.Nanosecond()/1000, hex.EncodeToString(h[:5]))
 }
 
-// StreamConfig configures the inbox stream.
+// StreamConfig configures the inbox streams.
 type StreamConfig struct {
-	Name     string
+	Name     string // inbox stream (default EMS_MESH); acknowledgements go to Name+"_ACKS"
 	Replicas int
 	// DuplicateWindow bounds JetStream's de-duplication of re-run fan-outs.
 	DuplicateWindow time.Duration
+	// AckRetention is how long acknowledgements are remembered (default
+	// 30 days): a fan-out re-run later than that could deliver again.
+	AckRetention time.Duration
 }
 
-// EnsureStream creates or updates the inbox stream.
-func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
+// Store is the mailboxes' inboxes.
+type Store struct {
+	stream, acks jetstream.Stream
+	js           jetstream.JetStream
+}
+
+// NewStore creates or updates the inbox and acknowledgement streams.
+func NewStore(ctx context.Context, js jetstream.JetStream, c StreamConfig) (*Store, error) {
 	if c.Name == "" {
 		c.Name = DefaultStream
 	}
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = 10 * time.Minute
+	}
+	if c.AckRetention == 0 {
+		c.AckRetention = 30 * 24 * time.Hour
 	}
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.Name,
@@ -94,24 +108,21 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	if err != nil {
 		return nil, fmt.Errorf("creating MESH inbox stream %s: %w", c.Name, err)
 	}
-	return s, nil
-}
-
-// Store is the mailboxes' inboxes.
-type Store struct {
-	stream jetstream.Stream
-	db     *bolt.DB
-}
-
-// NewStore returns the inboxes kept on stream, with acknowledgements in db.
-func NewStore(stream jetstream.Stream, db *bolt.DB) (*Store, error) {
-	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketAcked)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("creating MESH acknowledgement bucket: %w", err)
+	acks, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              c.Name + "_ACKS",
+		Description:       "EMS built-in MESH mailboxes: acknowledged message ids",
+		Subjects:          []string{AckSubjectPrefix + ">"},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		Replicas:          max(c.Replicas, 1),
+		MaxAge:            c.AckRetention,
+		MaxMsgsPerSubject: 1,
+		AllowDirect:       true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating MESH acknowledgement stream: %w", err)
 	}
-	return &Store{stream: stream, db: db}, nil
+	return &Store{stream: s, acks: acks, js: js}, nil
 }
 
 // Message is one stored inbox message.
@@ -131,13 +142,15 @@ var ErrNotFound = errors.New("message not found")
 // ErrGone: the message was acknowledged.
 var ErrGone = errors.New("message acknowledged")
 
-func (s *Store) acked(mailbox, id string) (bool, error) {
-	var ok bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ok = tx.Bucket(bucketAcked).Get([]byte(mailbox+"/"+id)) != nil
-		return nil
-	})
-	return ok, err
+func (s *Store) acked(ctx context.Context, mailbox, id string) (bool, error) {
+	_, err := s.acks.GetLastMsgForSubject(ctx, AckSubjectPrefix+mailbox+"."+id)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("checking acknowledgement of %s: %w", id, err)
+	}
+	return true, nil
 }
 
 func toMessage(mb string, m *jetstream.RawStreamMsg) *Message {
@@ -151,7 +164,7 @@ func (s *Store) Get(ctx context.Context, mailbox, id string) (*Message, error) {
 	if !ValidMailbox(mailbox) || !mailboxRE.MatchString(id) {
 		return nil, ErrNotFound
 	}
-	if gone, err := s.acked(mailbox, id); err != nil {
+	if gone, err := s.acked(ctx, mailbox, id); err != nil {
 		return nil, err
 	} else if gone {
 		return nil, ErrGone
@@ -212,7 +225,7 @@ func (s *Store) scan(ctx context.Context, mailbox string, seq uint64, limit int,
 		if !from(m) {
 			continue
 		}
-		gone, err := s.acked(mailbox, m.ID)
+		gone, err := s.acked(ctx, mailbox, m.ID)
 		if err != nil {
 			return nil, false, err
 		}
@@ -260,13 +273,9 @@ func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time)
 	if err != nil {
 		return false, err
 	}
-	var at [8]byte
-	binary.BigEndian.PutUint64(at[:], uint64(now.UnixNano()))
-	// Batch: concurrent acknowledgements from many clients share one
-	// fsync; each still returns only once its own record is durable.
-	if err := s.db.Batch(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketAcked).Put([]byte(mailbox+"/"+id), at[:])
-	}); err != nil {
+	ack := &nats.Msg{Subject: AckSubjectPrefix + mailbox + "." + id, Header: nats.Header{}}
+	ack.Header.Set("Ems-Acked-At", now.UTC().Format(time.RFC3339Nano))
+	if _, err := s.js.PublishMsg(ctx, ack); err != nil {
 		return false, fmt.Errorf("recording acknowledgement of %s: %w", id, err)
 	}
 	if err := s.stream.DeleteMsg(ctx, m.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
