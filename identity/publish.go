@@ -11,8 +11,12 @@ import (
 // PublishScope is the JWT scope of $process-message.
 const PublishScope = "patient/Bundle.write"
 
-// PublishInteraction is the InteractionID of publishing ev.
+// PublishInteraction is the InteractionID of publishing ev: its
+// PublishCode, or its event code for Spine-published events.
 func PublishInteraction(ev catalog.Event) string {
+	if ev.PublishCode == "" {
+		return "urn:nhs:names:services:events:" + ev.Code + ".Write"
+	}
 	return "urn:nhs:names:services:events:" + ev.PublishCode + ".Write"
 }
 
@@ -32,12 +36,13 @@ func (p PublishAuthorizer) AuthorizePublish(r *http.Request, ev catalog.Event) (
 		// anyone may publish (as before this package existed).
 		return broker.Caller{ASID: r.Header.Get("fromASID")}, nil
 	}
-	op := Operation{Name: "publish", Scopes: []string{PublishScope}}
-	if ev.PublishCode != "" {
-		// The broker checks the header against the bundle's event; here a
-		// wrong InteractionID is refused whatever the broker's settings.
-		op.Interactions = []string{PublishInteraction(ev)}
-	}
+	// The broker checks the header against the bundle's event too; here
+	// a wrong InteractionID is refused whatever the broker's settings. As
+	// the broker does, the lower-case event code form of the NEMS
+	// reference implementation is accepted, and is the only form for
+	// Spine-published (PDS) events, which have no PublishCode.
+	op := Operation{Name: "publish", Scopes: []string{PublishScope},
+		Interactions: []string{PublishInteraction(ev), "urn:nhs:names:services:events:" + ev.Code + ".Write"}}
 	c, issue := a.Authenticate(r, op)
 	caller := broker.Caller{ASID: c.System.ASID, ODS: c.System.ODS}
 	if issue != nil {

@@ -54,6 +54,8 @@ func newIdentity(cfg config.Config, log *slog.Logger) (*identity.Authenticator, 
 	if err != nil {
 		return nil, fmt.Errorf("security.jwt: %w", err)
 	}
+	log.Info("caller identity", "require_identity", sec.RequireIdentity, "jwt_keys", len(keys),
+		"allow_unsigned", sec.JWT.AllowUnsigned, "registered_asids", len(systems), "client_certificates", sec.TLS.ClientCAFile != "")
 	if sec.JWT.AllowUnsigned {
 		log.Warn("security.jwt.allow_unsigned is on: unsigned JWTs are accepted and prove nothing; never use this in production")
 	}
