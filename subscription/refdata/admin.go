@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Registrar is the admin mux.
@@ -154,6 +155,12 @@ func (a *admin) importFile(w http.ResponseWriter, r *http.Request) {
 		}
 		activate = b
 	}
+	// A national file takes tens of seconds to arrive and import: the
+	// admin server's read and write timeouts, right for every other route,
+	// must not cut it off. The operator's client and ^C bound it instead.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
 	body, name, size := io.Reader(r.Body), q.Get("name"), r.ContentLength
 	if name == "" {
 		name = "upload"

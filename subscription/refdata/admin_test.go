@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 type adminFixture struct {
@@ -168,5 +169,40 @@ func TestAdminErrors(t *testing.T) {
 	var out map[string]any
 	if code := fx2.do(t, "POST", "/admin/v1/refdata/nspl", "application/json", strings.NewReader(`{"path": "/etc/passwd"}`), &out); code != 400 || !strings.Contains(out["error"].(string), "disabled") {
 		t.Errorf("path import without ImportDir: %d %v", code, out)
+	}
+}
+
+// TestAdminSlowUploadOutlivesServerTimeouts: the admin server's short read
+// and write timeouts must not cut off an import that takes longer.
+func TestAdminSlowUploadOutlivesServerTimeouts(t *testing.T) {
+	svc, err := New(Options{DB: openDB(t), Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	if err := svc.RegisterAdmin(mux, AdminOptions{Actor: func(*http.Request) string { return "op" }}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = 100*time.Millisecond, 100*time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	good, _ := os.ReadFile("testdata/nspl-2025-11.csv")
+	pr, pw := io.Pipe()
+	go func() {
+		for _, line := range strings.SplitAfter(string(good), "\r\n") {
+			time.Sleep(60 * time.Millisecond)
+			pw.Write([]byte(line))
+		}
+		pw.Close()
+	}()
+	resp, err := http.Post(srv.URL+"/admin/v1/refdata/nspl", "text/csv", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v Version
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 201 || v.Rows != 6 {
+		t.Fatalf("slow upload: %d %+v %v", resp.StatusCode, v, err)
 	}
 }

@@ -325,3 +325,20 @@ func TestDemographicsCSV(t *testing.T) {
 		t.Errorf("failed import leaked: %+v", p)
 	}
 }
+
+// TestComplete: what delivery calls, on a PDS change of GP — the store is
+// updated and the facts come out in one call.
+func TestComplete(t *testing.T) {
+	fx := newRulesFixture(t)
+	gp := readEvent(t, "PDS-Change-Of-GP-ems-example.xml")
+	f, err := fx.svc.Complete(context.Background(), subscription.EventFacts{EventCode: "pds-change-of-gp-1", NHSNumber: nhsMover}, gp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.GPPractice != "B86056" || f.GPSubICB != "15F" || f.RefData != "nspl@1,subicb@1,epraccur@1" || !slices.Equal(f.Country, []string{"E92000001"}) {
+		t.Errorf("facts = %+v", f)
+	}
+	if p, ok, _ := fx.svc.Patients().Patient(context.Background(), nhsMover); !ok || p.GPPractice != "B86056" {
+		t.Errorf("store = %+v", p)
+	}
+}

@@ -87,3 +87,21 @@ func (s *Service) Observe(eventCode string, bundle *fhir.Node) error {
 func (s *Service) Enrich(ctx context.Context, f subscription.EventFacts, bundle *fhir.Node) (subscription.EventFacts, Enrichment, error) {
 	return s.enricher.Enrich(ctx, f, bundle)
 }
+
+// Complete is the one call delivery needs per accepted event: it records
+// the event in the demographics store, then returns f enriched for
+// matching (with f.RefData naming the datasets read). An error is a storage
+// fault worth a redelivery; missing reference data is not an error.
+func (s *Service) Complete(ctx context.Context, f subscription.EventFacts, bundle *fhir.Node) (subscription.EventFacts, error) {
+	if err := s.Observe(f.EventCode, bundle); err != nil {
+		return f, err
+	}
+	out, en, err := s.Enrich(ctx, f, bundle)
+	if err != nil {
+		return f, err
+	}
+	if len(en.Unmapped) > 0 {
+		s.log.Debug("refdata: event facts partly unmapped", "event", f.EventCode, "unmapped", en.Unmapped, "versions", en.Versions)
+	}
+	return out, nil
+}
