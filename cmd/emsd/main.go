@@ -32,6 +32,7 @@ import (
 	"github.com/ems-broker/ems/fhir"
 	"github.com/ems-broker/ems/fhir/catalog"
 	"github.com/ems-broker/ems/fhir/profile"
+	"github.com/ems-broker/ems/identity"
 	"github.com/ems-broker/ems/subscription"
 )
 
@@ -67,7 +68,7 @@ func run(args []string) int {
 func newLogger(c config.Log) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: logReplaceAttr}
 	if c.Format == "text" {
 		return slog.New(slog.NewTextHandler(os.Stdout, opts))
 	}
@@ -99,6 +100,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("configuring events: %w", err)
 	}
 	if err := checkRegistryEvents(cfg.Registry, cat); err != nil {
+		return err
+	}
+	auth, err := newIdentity(cfg, log.With("component", "identity"))
+	if err != nil {
 		return err
 	}
 
@@ -164,14 +169,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		AllowJSON:      cfg.Publish.AllowJSON,
 		CheckNHSNumber: cfg.Publish.CheckNHSNumber,
 		MaxIssues:      cfg.Publish.MaxIssues,
-		Authorizer:     publishRegistry(cfg.Registry),
+		Authorizer:     identity.PublishAuthorizer{Auth: auth},
 		Profiles:       profiles,
 	})
 	if err != nil {
 		return err
 	}
 
-	subs, err := newSubscriptionAPI(cfg, db, cat, log.With("component", "subscription"))
+	subs, err := newSubscriptionAPI(cfg, db, cat, auth, log.With("component", "subscription"))
 	if err != nil {
 		return err
 	}
@@ -231,8 +236,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if public, err = publicListener(public, cfg); err != nil {
+		return err
+	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           publicHandler(mux, cfg, log.With("component", "http")),
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		ReadTimeout:       cfg.HTTP.ReadTimeout,
 		WriteTimeout:      cfg.HTTP.WriteTimeout,
@@ -329,17 +337,6 @@ func checkRegistryEvents(r config.Registry, cat *catalog.Catalog) error {
 		}
 	}
 	return nil
-}
-
-// publishRegistry maps the registry's publish grants onto the broker.
-func publishRegistry(r config.Registry) *broker.RegistryAuthorizer {
-	grants := map[string]broker.PublisherGrant{}
-	for asid, sys := range r.ASIDs {
-		// Every registered system is listed, granted or not: a registry
-		// holding only subscribers must not leave publishing open.
-		grants[asid] = broker.PublisherGrant{ODS: sys.ODS, Events: sys.PublishEvents}
-	}
-	return &broker.RegistryAuthorizer{Grants: grants}
 }
 
 // writeResource answers with a resource in the negotiated format.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ems-broker/ems/config"
 	"github.com/ems-broker/ems/fhir/catalog"
+	"github.com/ems-broker/ems/identity"
 	"github.com/ems-broker/ems/subscription"
 )
 
@@ -18,15 +19,8 @@ type subscriptionAPI struct {
 }
 
 // newSubscriptionAPI maps the configuration onto the subscription package.
-func newSubscriptionAPI(cfg config.Config, db *bolt.DB, cat *catalog.Catalog, log *slog.Logger) (*subscriptionAPI, error) {
-	entries := make(map[string]subscription.RegistryEntry, len(cfg.Registry.ASIDs))
-	for asid, sys := range cfg.Registry.ASIDs {
-		entries[asid] = subscription.RegistryEntry{ODS: sys.ODS, Mailboxes: sys.Mailboxes, SubscribeEvents: sys.SubscribeEvents}
-	}
-	ident, err := subscription.NewRegistryIdentifier(entries)
-	if err != nil {
-		return nil, fmt.Errorf("registry: %w", err)
-	}
+func newSubscriptionAPI(cfg config.Config, db *bolt.DB, cat *catalog.Catalog, auth *identity.Authenticator, log *slog.Logger) (*subscriptionAPI, error) {
+	ident := identity.SubscriptionIdentifier{Auth: auth}
 	h, err := subscription.NewHandler(subscription.Options{
 		DB:         db,
 		Catalog:    cat,
