@@ -40,7 +40,7 @@ type securityEnv struct {
 	stranger *rsa.PrivateKey
 }
 
-func securityConfig(dir string, pub []byte, allowUnsigned bool) string {
+func securityConfig(dir string, pub []byte, allowUnsigned bool, extraSecurity string) string {
 	pemPath := filepath.Join(dir, "rsa1.pem")
 	if err := os.WriteFile(pemPath, pub, 0o600); err != nil {
 		panic(err)
@@ -83,10 +83,10 @@ security:
         secret: ` + secHS + `
   subscription_kinds:
     "` + secSubA + `": [explicit]
-`
+` + extraSecurity
 }
 
-func startSecure(t *testing.T, allowUnsigned bool) *securityEnv {
+func startSecure(t *testing.T, allowUnsigned bool, extraSecurity ...string) *securityEnv {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -102,7 +102,7 @@ func startSecure(t *testing.T, allowUnsigned bool) *securityEnv {
 	}
 	pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	dir := t.TempDir()
-	e := startEMSD(t, dir, securityConfig(dir, pub, allowUnsigned))
+	e := startEMSD(t, dir, securityConfig(dir, pub, allowUnsigned, strings.Join(extraSecurity, "")))
 	requireIdentityWired(t, e)
 	return &securityEnv{e: e, rsa: key, pubPEM: pub, stranger: stranger}
 }
@@ -421,5 +421,36 @@ func TestSecurityAdminTokens(t *testing.T) {
 	}
 	if resp, body := s.e.admin(t, http.MethodGet, "/admin/v1/audit", ""); resp.StatusCode != http.StatusOK {
 		t.Errorf("the right token: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestSecurityRateLimit(t *testing.T) {
+	s := startSecure(t, false, "  rate_limit:\n    per_caller: 1\n    burst: 3\n")
+	read := func(asid, ods string) *http.Response {
+		h := spine(asid, identity.SubscriptionGetAction, s.token(t, claims(asid, ods, identity.SubscriptionReadScope)))
+		resp, body := s.e.request(t, http.MethodGet, "/STU3/Subscription", "", h)
+		if resp.StatusCode == http.StatusTooManyRequests {
+			wantCode(t, "over the rate", resp, body, 429, "")
+			if !strings.Contains(body, "throttled") {
+				t.Errorf("429 without issue type throttled: %s", body)
+			}
+		}
+		return resp
+	}
+	var limited *http.Response
+	for i := 0; i < 10 && limited == nil; i++ {
+		if resp := read(secSubA, "SUBA"); resp.StatusCode == http.StatusTooManyRequests {
+			limited = resp
+		}
+	}
+	if limited == nil {
+		t.Fatal("10 calls in a burst of 3 at 1/s were never limited")
+	}
+	if ra := limited.Header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Errorf("Retry-After %q", ra)
+	}
+	// Another caller has its own bucket.
+	if resp := read(secSubB, "SUBB"); resp.StatusCode != http.StatusOK {
+		t.Errorf("SUBB limited by SUBA's calls: %d", resp.StatusCode)
 	}
 }
