@@ -144,18 +144,37 @@ func (f *Fanout) Run(ctx context.Context) error {
 	return nil
 }
 
+// handle fans one event out. A failure (the store refusing jobs) is retried
+// here, holding the worker, rather than handed back to JetStream: the
+// worker's later events are for the same patients, and storing their jobs
+// first would break the per-patient order. After a few tries the event
+// goes back to JetStream with a delay so that a persistent fault does not
+// hold the worker for ever.
 func (f *Fanout) handle(ctx context.Context, msg jetstream.Msg) {
-	if err := f.Process(ctx, msg.Headers(), msg.Data(), seqOf(msg)); err != nil {
-		md, _ := msg.Metadata()
-		n := uint64(1)
-		if md != nil {
-			n = md.NumDelivered
+	retry := Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2}
+	for try := 1; ; try++ {
+		err := f.Process(ctx, msg.Headers(), msg.Data(), seqOf(msg))
+		if err == nil {
+			break
 		}
-		delay := Backoff{Initial: time.Second, Max: time.Minute, Multiplier: 2}.Delay(int(n), nil)
-		f.o.Logger.Error("fan-out failed; the event will be retried", "subject", msg.Subject(), "attempt", n, "retry_in", delay, "err", err)
 		f.o.Metrics.events.WithLabelValues("retry").Inc()
-		_ = msg.NakWithDelay(delay)
-		return
+		if try >= 8 || ctx.Err() != nil {
+			n := uint64(1)
+			if md, _ := msg.Metadata(); md != nil {
+				n = md.NumDelivered
+			}
+			delay := Backoff{Initial: time.Second, Max: time.Minute, Multiplier: 2}.Delay(int(n), nil)
+			f.o.Logger.Error("fan-out failed; the event goes back to the stream", "subject", msg.Subject(), "delivery", n,
+				"max_deliver", f.o.MaxDeliver, "retry_in", delay, "err", err)
+			_ = msg.NakWithDelay(delay)
+			return
+		}
+		f.o.Logger.Warn("fan-out failed; retrying", "subject", msg.Subject(), "try", try, "err", err)
+		_ = msg.InProgress()
+		select {
+		case <-time.After(retry.Ceiling(try)):
+		case <-ctx.Done():
+		}
 	}
 	if err := msg.DoubleAck(ctx); err != nil {
 		// The jobs are stored; a redelivered event re-runs into the

@@ -266,19 +266,27 @@ func (s *Store) Ack(ctx context.Context, mailbox, id string, now time.Time) erro
 
 // ackFirst acknowledges and says whether this was the first time.
 func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time) (bool, error) {
-	m, err := s.Get(ctx, mailbox, id)
-	if errors.Is(err, ErrGone) {
-		return false, nil
+	if !ValidMailbox(mailbox) || !mailboxRE.MatchString(id) {
+		return false, ErrNotFound
+	}
+	m, err := s.stream.GetLastMsgForSubject(ctx, Subject(mailbox, id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// Gone from the inbox: acknowledged before (idempotent) or never
+		// there.
+		if gone, err := s.acked(ctx, mailbox, id); err != nil || gone {
+			return false, err
+		}
+		return false, ErrNotFound
 	}
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("reading message %s of %s: %w", id, mailbox, err)
 	}
 	ack := &nats.Msg{Subject: AckSubjectPrefix + mailbox + "." + id, Header: nats.Header{}}
 	ack.Header.Set("Ems-Acked-At", now.UTC().Format(time.RFC3339Nano))
 	if _, err := s.js.PublishMsg(ctx, ack); err != nil {
 		return false, fmt.Errorf("recording acknowledgement of %s: %w", id, err)
 	}
-	if err := s.stream.DeleteMsg(ctx, m.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if err := s.stream.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return true, fmt.Errorf("removing acknowledged %s from the inbox: %w", id, err)
 	}
 	return true, nil
