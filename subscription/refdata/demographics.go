@@ -128,6 +128,9 @@ func (d *DemographicsStore) Observe(eventCode string, bundle *fhir.Node) error {
 	return d.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPatients)
 		for _, o := range obs {
+			if o.nhs == "" {
+				continue // nothing to key it by (a mother without a number)
+			}
 			var p Patient
 			if v := b.Get([]byte(o.nhs)); v != nil {
 				if err := json.Unmarshal(v, &p); err != nil {

@@ -234,6 +234,13 @@ func TestBirthWithoutMotherUsesBaby(t *testing.T) {
 	// The fixture's baby lives in EX2 5SE, outside the test directory; give
 	// it a Leeds postcode.
 	b := readEvent(t, "BirthNotificationWithoutMother.xml", "EX2 5SE", "LS17 7DF")
+	// The mother has no NHS number: Observe stores the baby alone.
+	if err := fx.svc.Observe("pds-birth-notification-1", b); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok, _ := fx.svc.Patients().Patient(context.Background(), "5900005879"); !ok || p.Postcode != "LS177DF" || p.BirthDate != "2020-01-13" {
+		t.Errorf("baby in the store: %+v %v", p, ok)
+	}
 	got, f, _ := fx.match(t, "pds-birth-notification-1", "", b)
 	if f.BirthDate.Format("2006-01-02") != "2020-01-13" || !slices.Contains(got, "la-leeds") || slices.Contains(got, "explicit-mover") {
 		t.Errorf("birth without mother: %v %+v", got, f)
