@@ -193,6 +193,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	if adminSrv != nil {
+		registerStatus(adminSrv, js, version, started)
 		if err := subscription.RegisterAdmin(adminSrv, subs.svc, subscription.AdminOptions{
 			Actor: operatorActor, RecordChange: admin.RecordChange,
 		}); err != nil {
