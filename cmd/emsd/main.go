@@ -194,6 +194,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	if adminSrv != nil {
 		registerStatus(adminSrv, js, version, started)
+	}
+	ref, err := newRefdata(cfg, db, adminSrv, log.With("component", "refdata"))
+	if err != nil {
+		return err
+	}
+	_ = ref // TODO(lead): feed delivery's fan-out through ref.Complete
+	if adminSrv != nil {
 		if err := subscription.RegisterAdmin(adminSrv, subs.svc, subscription.AdminOptions{
 			Actor: operatorActor, RecordChange: admin.RecordChange,
 		}); err != nil {
