@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -51,6 +52,8 @@ type FanoutOptions struct {
 	Logger     *slog.Logger
 	Metrics    *Metrics
 	Now        func() time.Time
+	// mailLog, when set, records mailbox deliveries in the delivery log.
+	mailLog *asyncLog
 }
 
 // Fanout turns stored events into delivery jobs.
@@ -286,11 +289,21 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 			return ctx.Err()
 		}
 	}
+	now := f.o.Now()
 	for _, fut := range futures {
-		ch := fut.Msg().Header.Get(HeaderChannel)
+		m := fut.Msg()
+		ch := m.Header.Get(HeaderChannel)
 		if ch == "" {
 			ch = subscription.ChannelMessage
 			f.o.Metrics.deliveries.WithLabelValues(ch, "delivered", eventCode).Inc()
+			if f.o.mailLog != nil {
+				var why []MatchInfo
+				_ = json.Unmarshal([]byte(m.Header.Get(mesh.HeaderMatch)), &why)
+				f.o.mailLog.put(logEntry{rec: &Record{ID: m.Header.Get(nats.MsgIdHdr), EventID: eventID, EventCode: eventCode,
+					NHSNumber: nhs, Channel: ch, Endpoint: m.Header.Get("Mex-To"), Matches: why, State: StateDelivered,
+					AttemptCount: 1, TotalAttempts: 1, FirstAttempt: now, Created: now, Updated: now, Reason: "stored in the mailbox",
+					Attempts: []Attempt{{At: now, Outcome: "stored"}}}})
+			}
 		}
 		f.o.Metrics.jobs.WithLabelValues(ch).Inc()
 	}

@@ -269,3 +269,41 @@ func TestBackoff(t *testing.T) {
 }
 
 const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+func TestMailboxDeliveriesInTheLog(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.subscribe(t, "message", "MBX01", criteriaGP+"&tag=x")
+	dlog, err := NewLog(e.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	al := newAsyncLog(dlog)
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() { al.run(done); close(stopped) }()
+	o := fanoutDefaults(e)
+	o.mailLog = al
+	body := publishEvent(t, e.ns.JS, "PDS-Change-Of-GP-ems-example.xml", "33333333-3333-4333-8333-333333333333", fhir.FormatXML)
+	evStream, _ := e.ns.JS.Stream(ctx, "EMS_EVENTS")
+	stored, err := evStream.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Fanout{o: o}).Process(ctx, stored.Header, body, 1); err != nil {
+		t.Fatal(err)
+	}
+	msgs, _, _ := e.meshS.List(ctx, "MBX01", "", 10, nil)
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	al.put(logEntry{acked: msgs[0].ID, at: time.Now()})
+	close(done)
+	<-stopped
+	recs, err := dlog.List(Query{Channel: "message", Endpoint: "MBX01", NHSNumber: nhsA})
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("log: %v %v", recs, err)
+	}
+	if r := recs[0]; r.ID != msgs[0].ID || r.State != StateAcknowledged || r.EventID != "33333333-3333-4333-8333-333333333333" || len(r.Matches) != 1 || r.Matches[0].Tag != "x" {
+		t.Fatalf("record %+v", r)
+	}
+}

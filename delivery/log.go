@@ -245,3 +245,85 @@ func (l *Log) List(q Query) ([]*Record, error) {
 	}
 	return out, err
 }
+
+// StateAcknowledged: a mailbox message the recipient acknowledged.
+const StateAcknowledged = "acknowledged"
+
+// logEntry is one asynchronous change to the log.
+type logEntry struct {
+	rec   *Record // put (mailbox delivery stored)
+	acked string  // or: mark this record acknowledged
+	at    time.Time
+}
+
+// asyncLog records mailbox deliveries off the fan-out's path: one goroutine
+// owns the writes and commits them in batches, so the log costs the
+// fan-out no fsync. A crash can lose the newest log lines, never a
+// delivery: the message itself is in JetStream.
+type asyncLog struct {
+	log *Log
+	in  chan logEntry
+}
+
+func newAsyncLog(l *Log) *asyncLog { return &asyncLog{log: l, in: make(chan logEntry, 4096)} }
+
+func (a *asyncLog) put(e logEntry) {
+	select {
+	case a.in <- e:
+	default:
+		// The log is behind: dropping a line beats stalling delivery.
+	}
+}
+
+// run writes batches until ctx ends, then flushes what is queued.
+func (a *asyncLog) run(done <-chan struct{}) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var batch []logEntry
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		_ = a.log.db.Update(func(tx *bolt.Tx) error {
+			for _, e := range batch {
+				if e.rec != nil {
+					if err := putRecord(tx, e.rec); err != nil {
+						return err
+					}
+					continue
+				}
+				r, err := getRecord(tx, e.acked)
+				if err != nil {
+					continue
+				}
+				r.State, r.Updated = StateAcknowledged, e.at
+				if err := putRecord(tx, r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case e := <-a.in:
+			batch = append(batch, e)
+			if len(batch) >= 512 {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		case <-done:
+			for {
+				select {
+				case e := <-a.in:
+					batch = append(batch, e)
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}

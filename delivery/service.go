@@ -67,6 +67,7 @@ type Service struct {
 	disp    *Dispatcher
 	meshS   *mesh.Store
 	metrics *Metrics
+	mailLog *asyncLog
 }
 
 // New creates the streams, consumers and handlers; Run starts the work.
@@ -98,9 +99,10 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	mailLog := newAsyncLog(dlog)
 	fan, err := NewFanout(ctx, FanoutOptions{JS: o.JS, EventsStream: o.EventsStream, Matcher: o.Matcher,
 		Subscriptions: o.Subscriptions, Catalog: o.Catalog, MeshFrom: o.Mesh.From, Workers: o.FanoutWorkers,
-		Logger: o.Logger.With("stage", "fanout"), Metrics: m, Now: o.Now})
+		Logger: o.Logger.With("stage", "fanout"), Metrics: m, Now: o.Now, mailLog: mailLog})
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +116,13 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	meshAPI := mesh.NewHandler(mesh.HandlerOptions{Store: meshStore,
 		Auth:      mesh.NewAuthenticator(mesh.AuthOptions{SharedKey: o.Mesh.SharedKey, Passwords: o.Mesh.Passwords, MaxSkew: o.Mesh.MaxSkew, Now: o.Now}),
 		ChunkSize: o.Mesh.ChunkSize, Logger: o.Logger.With("component", "mesh"), Now: o.Now,
-		OnAck: func(mb, id string) { log.Debug("MESH message acknowledged", "mailbox", mb, "id", id) }})
+		OnAck: func(mb, id string) {
+			log.Debug("MESH message acknowledged", "mailbox", mb, "id", id)
+			mailLog.put(logEntry{acked: id, at: o.Now()})
+		}})
 	admin := NewAdminHandler(AdminOptions{Log: dlog, Dispatcher: disp,
 		Replayer: &Replayer{JS: o.JS, Dead: streams.Dead, Log: dlog, Subscriptions: o.Subscriptions, Now: o.Now}})
-	return &Service{Mesh: meshAPI, Admin: admin, o: o, fanout: fan, disp: disp, meshS: meshStore, metrics: m}, nil
+	return &Service{Mesh: meshAPI, Admin: admin, o: o, fanout: fan, disp: disp, meshS: meshStore, metrics: m, mailLog: mailLog}, nil
 }
 
 func webhookAckWait(timeout time.Duration) time.Duration {
@@ -142,7 +147,12 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.watchInboxes(ctx, time.Minute) }()
+	logDone := make(chan struct{})
+	logStopped := make(chan struct{})
+	go func() { defer close(logStopped); s.mailLog.run(logDone) }()
 	wg.Wait()
+	close(logDone) // the fan-out has stopped: flush its last lines
+	<-logStopped
 	close(errs)
 	return <-errs
 }
