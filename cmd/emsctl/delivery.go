@@ -156,8 +156,15 @@ func lastOutcome(status int, err string) string {
 	case status != 0:
 		return strconv.Itoa(status)
 	case err != "":
-		if len(err) > 40 {
-			err = err[:40] + "..."
+		// Go's client errors start by repeating the method and URL,
+		// which the endpoint column already shows.
+		if rest, ok := strings.CutPrefix(err, "Post \""); ok {
+			if _, after, ok := strings.Cut(rest, "\": "); ok {
+				err = after
+			}
+		}
+		if len(err) > 50 {
+			err = err[:50] + "..."
 		}
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -117,18 +116,6 @@ func mustJSON(v any) json.RawMessage {
 		panic(err) // only CLI-built values of known types reach here
 	}
 	return b
-}
-
-// isTerminal reports whether w is a terminal. A character device is close
-// enough: the only non-terminal character device an operator redirects to
-// is /dev/null, where drawing costs nothing.
-func isTerminal(w any) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // painter colours status words on a terminal. It paints the lines after
