@@ -213,4 +213,3 @@ type uploadBody struct {
 }
 
 func (u uploadBody) Size() int64 { return u.size }
-
