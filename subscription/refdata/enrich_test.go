@@ -349,3 +349,29 @@ func TestComplete(t *testing.T) {
 		t.Errorf("store = %+v", p)
 	}
 }
+
+// TestObserveSensitive: a restricted-confidentiality label marks the
+// patient sensitive, and a record change without it clears the flag.
+func TestObserveSensitive(t *testing.T) {
+	fx := newRulesFixture(t)
+	profile := `<profile value="https://fhir.hl7.org.uk/STU3/StructureDefinition/CareConnect-Patient-1"/>`
+	labelled := readEvent(t, "PDS-Change-Of-Address-ems-example.xml", profile,
+		profile+`<security><system value="http://hl7.org/fhir/v3/Confidentiality"/><code value="R"/></security>`)
+	if err := fx.svc.Observe("pds-change-of-address-1", labelled); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, _ := fx.svc.Patients().Patient(context.Background(), nhsMover); !p.Sensitive {
+		t.Fatalf("label not recorded: %+v", p)
+	}
+	// Any later event for the patient, even one whose bundle has no label,
+	// matches nothing while the store says sensitive.
+	if got, f, _ := fx.match(t, "vaccinations-1", nhsMover, readEvent(t, "PDS-Change-Of-Address-ems-example.xml")); len(got) != 0 || !f.Sensitive {
+		t.Errorf("sensitive patient matched %v", got)
+	}
+	if err := fx.svc.Observe("pds-record-change-1", readEvent(t, "PDS-Change-Of-Address-ems-example.xml")); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, _ := fx.svc.Patients().Patient(context.Background(), nhsMover); p.Sensitive {
+		t.Errorf("record change without the label kept the flag: %+v", p)
+	}
+}
