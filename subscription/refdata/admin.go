@@ -39,7 +39,7 @@ const kindDemographics = "demographics"
 //	GET  /admin/v1/refdata                            every kind's versions
 //	GET  /admin/v1/refdata/{kind}                     one kind's versions
 //	POST /admin/v1/refdata/{kind}                     import: the body is the file, or
-//	                                                  JSON {"path": "..."} under ImportDir
+//	                                                  ?path=F or JSON {"path": "F"} under ImportDir
 //	POST /admin/v1/refdata/{kind}/{version}/activate  make a version active
 //	POST /admin/v1/refdata/{kind}/rollback            re-activate the previous version
 //	GET  /admin/v1/refdata/lookup?postcode=&practice= what the active data says
@@ -165,6 +165,7 @@ func (a *admin) importFile(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = "upload"
 	}
+	path := q.Get("path")
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
 		var req struct {
 			Path     string `json:"path"`
@@ -177,7 +178,10 @@ func (a *admin) importFile(w http.ResponseWriter, r *http.Request) {
 		if req.Activate != nil {
 			activate = *req.Activate
 		}
-		f, err := a.openUnderImportDir(req.Path)
+		path = req.Path
+	}
+	if path != "" {
+		f, err := a.openUnderImportDir(path)
 		if err != nil {
 			adminError(w, http.StatusBadRequest, err.Error())
 			return
@@ -188,7 +192,7 @@ func (a *admin) importFile(w http.ResponseWriter, r *http.Request) {
 			adminError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		body, name, size = f, req.Path, st.Size()
+		body, name, size = f, path, st.Size()
 	}
 	actor := a.opts.Actor(r)
 	if kindName == kindDemographics {
@@ -226,11 +230,20 @@ func (a *admin) openUnderImportDir(p string) (*os.File, error) {
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(root, p)
 	}
+	inside := func(p string) bool {
+		rel, err := filepath.Rel(root, p)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	}
+	// Checked on the name first (so "../x" is refused whether or not it
+	// exists), then on the resolved file (so a symlink cannot lead out).
+	if !inside(filepath.Clean(p)) {
+		return nil, fmt.Errorf("path: %s is outside the import directory", p)
+	}
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
 		return nil, fmt.Errorf("path: %w", err)
 	}
-	if rel, err := filepath.Rel(root, real); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+	if !inside(real) {
 		return nil, fmt.Errorf("path: %s is outside the import directory", p)
 	}
 	return os.Open(real)

@@ -146,6 +146,7 @@ func TestAdminErrors(t *testing.T) {
 		{"POST", "/admin/v1/refdata/nspl", "application/json", `{"path": "` + outside + `"}`, 400, "outside the import directory"},
 		{"POST", "/admin/v1/refdata/nspl", "application/json", `{"path": "../x.csv"}`, 400, "path"},
 		{"POST", "/admin/v1/refdata/nspl", "application/json", `{}`, 400, "expected"},
+		{"POST", "/admin/v1/refdata/nspl?path=../x.csv", "", "", 400, "outside the import directory"},
 		{"POST", "/admin/v1/refdata/nspl?activate=maybe", "text/csv", "", 400, "activate"},
 		{"POST", "/admin/v1/refdata/nspl/7/activate", "", "", 404, "no such dataset version"},
 		{"POST", "/admin/v1/refdata/nspl/x/activate", "", "", 400, "not a number"},
@@ -204,5 +205,19 @@ func TestAdminSlowUploadOutlivesServerTimeouts(t *testing.T) {
 	var v Version
 	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 201 || v.Rows != 6 {
 		t.Fatalf("slow upload: %d %+v %v", resp.StatusCode, v, err)
+	}
+}
+
+func TestAdminPathImportRefusesSymlinkOut(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "secret.csv")
+	os.WriteFile(outside, []byte("x\n"), 0o600)
+	if err := os.Symlink(outside, filepath.Join(dir, "link.csv")); err != nil {
+		t.Skip(err)
+	}
+	fx := newAdminFixture(t, dir)
+	var out map[string]any
+	if code := fx.do(t, "POST", "/admin/v1/refdata/nspl?path=link.csv", "", nil, &out); code != 400 || !strings.Contains(out["error"].(string), "outside") {
+		t.Errorf("symlink out: %d %v", code, out)
 	}
 }
