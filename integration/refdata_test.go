@@ -107,7 +107,7 @@ func TestRefdataAdminAPI(t *testing.T) {
 			LocalAuthority string `json:"localAuthority"`
 			Country        string `json:"country"`
 		} `json:"postcode"`
-		SubICB   struct{ ODS string } `json:"subICB"`
+		SubICB   struct{ ODS string }    `json:"subICB"`
 		Practice struct{ SubICB string } `json:"practice"`
 	}
 	call("GET", "/admin/v1/refdata/lookup?postcode=wf14+0bq&practice=B86056", "", 200, &lookup)
