@@ -122,7 +122,8 @@ func endpointRows(breakers map[string]string, recs []*delivery.Record) []endpoin
 			r.Dead++
 		}
 		for _, a := range rec.Attempts {
-			if a.Outcome == delivery.StateDelivered {
+			// "stored" is a mailbox delivery: storing it is the delivery.
+			if a.Outcome == delivery.StateDelivered || a.Outcome == "stored" {
 				if a.At.After(r.LastSuccess) {
 					r.LastSuccess = a.At
 				}

@@ -128,7 +128,7 @@ func (g *globals) painter(cmd *cobra.Command) painter {
 }
 
 var statusColors = map[string]string{
-	"active": "32", "delivered": "32", "closed": "32", "valid": "32",
+	"active": "32", "delivered": "32", "acknowledged": "32", "stored": "32", "replayed": "32", "closed": "32", "valid": "32",
 	"requested": "33", "pending": "33", "retrying": "33", "half-open": "33",
 	"error": "31", "dead": "31", "open": "31", "invalid": "31",
 	"off": "90",
