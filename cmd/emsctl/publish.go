@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -23,7 +24,7 @@ type publishResult struct {
 }
 
 func newEventPublishCmd(g *globals) *cobra.Command {
-	var asid, interaction string
+	var who callerFlags
 	cmd := &cobra.Command{
 		Use:   "publish FILE...",
 		Short: "Publish event messages to the public API, as a publisher system",
@@ -40,7 +41,7 @@ earlier one fails; the exit code is 0 only if all were accepted.`,
 			var results []publishResult
 			failed := 0
 			for _, f := range args {
-				r, err := publishFile(cmd.Context(), g, f, asid, interaction)
+				r, err := publishFile(cmd.Context(), g, f, &who)
 				if err != nil {
 					return err
 				}
@@ -62,13 +63,12 @@ earlier one fails; the exit code is 0 only if all were accepted.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&asid, "asid", "", "publisher system's ASID (sent as fromASID)")
-	cmd.Flags().StringVar(&interaction, "interaction", "", "Spine InteractionID to send (optional)")
+	who.bind(cmd, "publisher")
 	return cmd
 }
 
 // publishFile sends one file; a refused message is a result, not an error.
-func publishFile(ctx context.Context, g *globals, file, asid, interaction string) (publishResult, error) {
+func publishFile(ctx context.Context, g *globals, file string, who *callerFlags) (publishResult, error) {
 	body, err := readInput(g, file)
 	if err != nil {
 		return publishResult{}, err
@@ -79,11 +79,8 @@ func publishFile(ctx context.Context, g *globals, file, asid, interaction string
 	}
 	req.Header.Set("Content-Type", fhirContentType(body))
 	req.Header.Set("Accept", "application/fhir+json")
-	if asid != "" {
-		req.Header.Set("fromASID", asid)
-	}
-	if interaction != "" {
-		req.Header.Set("InteractionID", interaction)
+	if err := who.apply(req, os.Getenv); err != nil {
+		return publishResult{}, err
 	}
 	resp, err := (&http.Client{Timeout: g.timeout}).Do(req)
 	if err != nil {

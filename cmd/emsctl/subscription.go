@@ -319,7 +319,8 @@ func newSubDeleteCmd(g *globals) *cobra.Command {
 }
 
 func newSubCreateCmd(g *globals) *cobra.Command {
-	var file, asid string
+	var file string
+	var who callerFlags
 	cmd := &cobra.Command{
 		Use:   "create -f FILE --asid ASID",
 		Short: "Create a subscription from a FHIR Subscription (XML or JSON)",
@@ -331,14 +332,14 @@ the subscriber itself. "-f -" reads standard input.`,
   emsctl subscription create -f generic.json --asid 200000000115 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" || asid == "" {
+			if file == "" || who.asid == "" {
 				return usageErr("create needs -f FILE and --asid ASID")
 			}
 			body, err := readInput(g, file)
 			if err != nil {
 				return err
 			}
-			id, warnings, err := createSubscription(cmd.Context(), g, body, asid)
+			id, warnings, err := createSubscription(cmd.Context(), g, body, &who)
 			if err != nil {
 				return err
 			}
@@ -361,7 +362,7 @@ the subscriber itself. "-f -" reads standard input.`,
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "the Subscription resource (XML or JSON), - for stdin")
-	cmd.Flags().StringVar(&asid, "asid", "", "subscriber system's ASID (sent as fromASID)")
+	who.bind(cmd, "subscriber")
 	return cmd
 }
 
@@ -388,14 +389,16 @@ func fhirContentType(body []byte) string {
 
 // createSubscription posts to the public API and returns the new id and the
 // warnings of a 201 answer.
-func createSubscription(ctx context.Context, g *globals, body []byte, asid string) (string, []string, error) {
+func createSubscription(ctx context.Context, g *globals, body []byte, who *callerFlags) (string, []string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.public+subscription.PathPrefix, bytes.NewReader(body))
 	if err != nil {
 		return "", nil, &exitError{exitFailure, err}
 	}
 	req.Header.Set("Content-Type", fhirContentType(body))
 	req.Header.Set("Accept", "application/fhir+json")
-	req.Header.Set("fromASID", asid)
+	if err := who.apply(req, os.Getenv); err != nil {
+		return "", nil, err
+	}
 	resp, err := (&http.Client{Timeout: g.timeout}).Do(req)
 	if err != nil {
 		return "", nil, &exitError{exitFailure, fmt.Errorf("creating the subscription: %w", err)}
