@@ -20,6 +20,11 @@ import (
 // a terminal, not an import (TestEmsctlRefdata does that against emsd).
 func slowImport(t *testing.T) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/admin/v1/refdata" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"datasets":[{"kind":"nspl","versions":[{"kind":"nspl","version":1,"state":"ready","active":true}]}]}`))
+			return
+		}
 		if r.Header.Get("Authorization") != "Bearer "+adminToken || r.URL.Path != "/admin/v1/refdata/nspl" {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusNotFound)
@@ -91,6 +96,17 @@ func TestEmsctlImportProgress(t *testing.T) {
 		if !strings.Contains(screen, want) {
 			t.Errorf("terminal output lacks %q:\n%q", want, screen)
 		}
+	}
+
+	// Colour only on a terminal, and never with --no-color.
+	if !strings.Contains(screen, "\x1b[1mVERSION") {
+		t.Errorf("table header not bold on a terminal:\n%q", screen)
+	}
+	noColor := exec.Command(script, "-qefc", bin+" --no-color refdata list", "/dev/null")
+	noColor.Env = env
+	out, _ = noColor.CombinedOutput()
+	if strings.Contains(string(out), "\x1b[") || !strings.Contains(string(out), "nspl@1") {
+		t.Errorf("--no-color output has escape codes:\n%q", out)
 	}
 
 	// Not a terminal: the result only.
