@@ -98,7 +98,7 @@ func newDeliveryCmd(g *globals) *cobra.Command {
 		Aliases: []string{"deliveries"},
 		Short:   "Inspect deliveries: one per event and endpoint",
 		Example: `  emsctl delivery list --state retrying
-  emsctl delivery get 6b1d...:https://hooks.example.org/ems`,
+  emsctl delivery get 3d4893bb-23f9-438d-acc4-1d692315e134.a9b1d74f32820321`,
 	}
 	cmd.AddCommand(newDeliveryListCmd(g), newDeliveryGetCmd(g))
 	return cmd
@@ -179,8 +179,8 @@ func newDeliveryGetCmd(g *globals) *cobra.Command {
 		Long: `Show one delivery: the subscriptions that matched the event and why (kind,
 rule and the organisation the rule matched), then every attempt with its
 status code, error and latency. The ID is the one delivery list shows.`,
-		Example: `  emsctl delivery get 6b1d...:https://hooks.example.org/ems
-  emsctl delivery get 6b1d...:SUB01_MAILBOX -o json`,
+		Example: `  emsctl delivery get 3d4893bb-23f9-438d-acc4-1d692315e134.a9b1d74f32820321
+  emsctl delivery get 20261122194430051091_5c8e90d87d -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.admin()
@@ -315,9 +315,9 @@ With JOB ids, those dead letters are replayed. With filters (--endpoint,
 --event, --nhs, --since) every dead letter they select is: emsctl counts them
 and asks for confirmation first, unless --yes is given. Without a terminal to
 ask on, --yes is required.`,
-		Example: `  emsctl replay 6b1d...:https://hooks.example.org/ems
+		Example: `  emsctl replay 3d4893bb-23f9-438d-acc4-1d692315e134.a9b1d74f32820321
   emsctl replay --endpoint https://hooks.example.org/ems --since 2026-11-22T09:00:00Z
-  emsctl replay --endpoint SUB01_MAILBOX --nhs 9912003888 --yes -o json`,
+  emsctl replay --endpoint MBA01 --nhs 9912003888 --yes -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bulk := f.endpoint != "" || f.event != "" || f.nhs != "" || !f.since.t.IsZero()
 			if len(args) > 0 && bulk {
