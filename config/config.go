@@ -47,6 +47,7 @@ type Config struct {
 	HTTP          HTTP             `yaml:"http"`
 	Delivery      Delivery         `yaml:"delivery"`
 	Security      Security         `yaml:"security"`
+	Cluster       Cluster          `yaml:"cluster"`
 }
 
 // Admin configures the operator API.
@@ -255,6 +256,7 @@ func Default() Config {
 		},
 		Delivery: DefaultDelivery(),
 		Security: DefaultSecurity(),
+		Cluster:  DefaultCluster(),
 		HTTP: HTTP{
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,

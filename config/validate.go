@@ -61,6 +61,7 @@ func (c Config) Validate() error {
 	c.Security.validate(v, c.Registry)
 
 	c.validateNATS(v)
+	c.validateCluster(v)
 
 	if c.Bbolt.Path != "" && strings.HasSuffix(c.Bbolt.Path, "/") {
 		v.add("bbolt.path", "must name a file, got directory %q", c.Bbolt.Path)
