@@ -2,6 +2,7 @@ package refdata
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -121,32 +122,62 @@ func (d *DemographicsStore) Put(p Patient) error {
 // matches on PDS, not on message content.
 func (d *DemographicsStore) Observe(eventCode string, bundle *fhir.Node) error {
 	obs := observePatients(eventCode, bundle)
-	if len(obs) == 0 {
-		return nil
-	}
 	authoritative := isPDSEvent(eventCode)
+	// Most events change nothing (a vaccination for a known patient): find
+	// out under a read transaction, so they cost no write and no fsync.
+	changed := false
+	err := d.db.View(func(tx *bolt.Tx) error {
+		for _, o := range obs {
+			if o.nhs == "" {
+				continue
+			}
+			_, ch, err := d.next(tx, o, authoritative)
+			if err != nil {
+				return err
+			}
+			changed = changed || ch
+		}
+		return nil
+	})
+	if err != nil || !changed {
+		return err
+	}
 	return d.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPatients)
 		for _, o := range obs {
 			if o.nhs == "" {
 				continue // nothing to key it by (a mother without a number)
 			}
-			var p Patient
-			if v := b.Get([]byte(o.nhs)); v != nil {
-				if err := json.Unmarshal(v, &p); err != nil {
-					return fmt.Errorf("demographics of %s: %w", o.nhs, err)
-				}
+			p, ch, err := d.next(tx, o, authoritative)
+			if err != nil {
+				return err
 			}
-			p.NHSNumber = o.nhs
-			o.apply(&p, authoritative)
+			if !ch {
+				continue
+			}
 			p.Updated = d.now().UTC()
 			v, _ := json.Marshal(p)
-			if err := b.Put([]byte(o.nhs), v); err != nil {
+			if err := tx.Bucket(bucketPatients).Put([]byte(o.nhs), v); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// next is a patient's record after observation o, and whether it differs
+// from the stored one (compared in its stored form, Updated aside).
+func (d *DemographicsStore) next(tx *bolt.Tx, o observation, authoritative bool) (Patient, bool, error) {
+	var p Patient
+	v := tx.Bucket(bucketPatients).Get([]byte(o.nhs))
+	if v != nil {
+		if err := json.Unmarshal(v, &p); err != nil {
+			return p, false, fmt.Errorf("demographics of %s: %w", o.nhs, err)
+		}
+	}
+	p.NHSNumber = o.nhs
+	o.apply(&p, authoritative)
+	now, _ := json.Marshal(p)
+	return p, !bytes.Equal(now, v), nil
 }
 
 func isPDSEvent(code string) bool { return strings.HasPrefix(code, "pds-") }

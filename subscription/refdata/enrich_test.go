@@ -375,3 +375,39 @@ func TestObserveSensitive(t *testing.T) {
 		t.Errorf("record change without the label kept the flag: %+v", p)
 	}
 }
+
+// TestObserveWritesOnlyChanges: an event that changes no record costs no
+// write transaction.
+func TestObserveWritesOnlyChanges(t *testing.T) {
+	db := openDB(t)
+	svc, err := New(Options{DB: db, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	coa := readEvent(t, "PDS-Change-Of-Address-ems-example.xml")
+	if err := svc.Observe("pds-change-of-address-1", coa); err != nil {
+		t.Fatal(err)
+	}
+	writes := func() int64 { st := db.Stats(); return st.TxStats.GetWrite() }
+	before := writes()
+	for range 3 {
+		if err := svc.Observe("vaccinations-1", coa); err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.Observe("pds-change-of-address-1", coa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := writes(); after != before {
+		t.Errorf("%d writes for events that changed nothing", after-before)
+	}
+	if err := svc.Observe("pds-change-of-address-1", readEvent(t, "PDS-Change-Of-Address-ems-example.xml", "LS17 7DF", "LS1 1AA")); err != nil {
+		t.Fatal(err)
+	}
+	if writes() == before {
+		t.Error("a real change was not written")
+	}
+	if p, _, _ := svc.Patients().Patient(context.Background(), nhsMover); p.Postcode != "LS11AA" {
+		t.Errorf("%+v", p)
+	}
+}
