@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // AdminPrefix is where the admin routes live.
@@ -98,12 +99,27 @@ func NewAdminHandler(o AdminOptions) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"breakers": states})
 	})
+	mux.HandleFunc("POST "+AdminPrefix+"/breakers/reset", func(w http.ResponseWriter, r *http.Request) {
+		ep := r.URL.Query().Get("endpoint")
+		if ep == "" || o.Dispatcher == nil {
+			writeErr(w, http.StatusBadRequest, errors.New("give endpoint"))
+			return
+		}
+		if !o.Dispatcher.ResetBreaker(ep) {
+			writeErr(w, http.StatusNotFound, errors.New("no breaker for endpoint "+ep))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"endpoint": ep, "breaker": Closed.String()})
+	})
 	return mux
 }
 
 func query(r *http.Request) Query {
 	v := r.URL.Query()
 	q := Query{Endpoint: v.Get("endpoint"), EventID: v.Get("event"), NHSNumber: v.Get("nhs"), State: v.Get("state"), Channel: v.Get("channel"), Limit: 100}
+	if t, err := time.Parse(time.RFC3339, v.Get("since")); err == nil {
+		q.Since = t
+	}
 	if n, err := strconv.Atoi(v.Get("limit")); err == nil && n > 0 {
 		q.Limit = n
 	}

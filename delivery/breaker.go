@@ -119,3 +119,13 @@ func (b *breaker) release() {
 	defer b.mu.Unlock()
 	b.probing = false
 }
+
+// Reset closes the breaker (an operator's "try it now").
+func (b *breaker) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures, b.probing, b.cooldown = 0, false, b.cfg.Cooldown
+	if b.state != Closed {
+		b.set(Closed)
+	}
+}

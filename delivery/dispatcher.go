@@ -298,6 +298,19 @@ func (d *Dispatcher) BreakerStates() map[string]string {
 	return out
 }
 
+// ResetBreaker closes the breaker of a webhook endpoint; known says
+// whether the endpoint had one.
+func (d *Dispatcher) ResetBreaker(endpoint string) (known bool) {
+	d.mu.Lock()
+	st := d.endpoints[EndpointToken(subscription.ChannelRestHook, endpoint)]
+	d.mu.Unlock()
+	if st == nil {
+		return false
+	}
+	st.breaker.Reset()
+	return true
+}
+
 func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
 	now := d.o.Now()
 	rec, err := d.o.Log.Begin(j, now)

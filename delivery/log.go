@@ -215,13 +215,15 @@ func (l *Log) pendingOrder() (map[string][]uint64, error) {
 // Query filters the delivery log; empty fields match anything.
 type Query struct {
 	Endpoint, EventID, NHSNumber, State, Channel string
-	Limit                                        int
+	// Since keeps records created (dead letters: dead) at or after it.
+	Since time.Time
+	Limit int
 }
 
 func (q Query) matches(r *Record) bool {
 	return (q.Endpoint == "" || q.Endpoint == r.Endpoint) && (q.EventID == "" || q.EventID == r.EventID) &&
 		(q.NHSNumber == "" || q.NHSNumber == r.NHSNumber) && (q.State == "" || q.State == r.State) &&
-		(q.Channel == "" || q.Channel == r.Channel)
+		(q.Channel == "" || q.Channel == r.Channel) && (q.Since.IsZero() || !r.Created.Before(q.Since))
 }
 
 // List returns the records matching q, newest first.

@@ -61,6 +61,9 @@ func (r *Replayer) DeadLetters(ctx context.Context, q Query) ([]DeadLetter, erro
 		dl.Status, _ = strconv.Atoi(raw.Header.Get(HeaderDeadStatus))
 		dl.Attempts, _ = strconv.Atoi(raw.Header.Get(HeaderDeadAttempts))
 		dl.At, _ = time.Parse(time.RFC3339Nano, raw.Header.Get(HeaderDeadAt))
+		if !q.Since.IsZero() && dl.At.Before(q.Since) {
+			continue
+		}
 		out = append(out, dl)
 		if q.Limit > 0 && len(out) >= q.Limit {
 			return out, nil

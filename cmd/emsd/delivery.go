@@ -80,7 +80,7 @@ func startDelivery(ctx context.Context, cfg config.Config, js jetstream.JetStrea
 	}
 	public.Handle(mesh.APIPrefix+"/", svc.Mesh)
 	if adminSrv != nil {
-		for _, p := range []string{"/deliveries", "/deliveries/", "/dead-letters", "/dead-letters/", "/breakers"} {
+		for _, p := range []string{"/deliveries", "/deliveries/", "/dead-letters", "/dead-letters/", "/breakers", "/breakers/"} {
 			adminSrv.Handle(delivery.AdminPrefix+p, svc.Admin)
 		}
 	}
