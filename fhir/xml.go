@@ -45,7 +45,7 @@ type nsBinding struct{ prefix, uri string }
 type xmlParser struct {
 	data   []byte
 	lim    Limits
-	dec    *xml.Decoder
+	dec    *xmlScanner
 	pos    posTracker
 	stack  []frame
 	ns     []nsBinding
@@ -71,8 +71,7 @@ func ParseXML(data []byte, lim Limits) (*Node, error) {
 	p.pos.data = data
 	// One node slab sized from the body: each element starts with '<'.
 	p.slab.buf = make([]Node, 0, slabSize(bytes.Count(data, []byte{'<'})+1, p.lim))
-	p.dec = xml.NewDecoder(bytes.NewReader(data))
-	p.dec.Strict = true
+	p.dec = newXMLScanner(data)
 	root, err := p.run()
 	if err != nil {
 		return nil, err
@@ -116,15 +115,16 @@ func (p *xmlParser) run() (*Node, error) {
 	first := true
 	for {
 		p.tokOff = int(p.dec.InputOffset())
-		tok, err := p.dec.RawToken()
+		kind, err := p.dec.next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return nil, p.syntaxError(err)
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
+		switch kind {
+		case tokStart:
+			t := xml.StartElement{Name: p.dec.name, Attr: p.dec.attr}
 			if root != nil && len(p.stack) == 0 {
 				return nil, p.fail("content after the root element")
 			}
@@ -135,7 +135,8 @@ func (p *xmlParser) run() (*Node, error) {
 			if root == nil {
 				root = n
 			}
-		case xml.EndElement:
+		case tokEnd:
+			t := xml.EndElement{Name: p.dec.name}
 			if len(p.stack) == 0 {
 				return nil, p.fail("unexpected end tag </%s>", qname(t.Name))
 			}
@@ -148,23 +149,23 @@ func (p *xmlParser) run() (*Node, error) {
 			}
 			p.ns = p.ns[:top.nsMark]
 			p.stack = p.stack[:len(p.stack)-1]
-		case xml.CharData:
-			if len(bytes.TrimLeft(t, " \t\r\n")) != 0 {
+		case tokText:
+			if len(bytes.TrimLeft(p.dec.text, " \t\r\n")) != 0 {
 				if len(p.stack) == 0 {
 					return nil, p.fail("text outside the root element")
 				}
 				return nil, p.fail("text content is not allowed in FHIR element <%s> (values go in the value attribute)", p.stack[len(p.stack)-1].node.Name)
 			}
-		case xml.Comment:
+		case tokComment:
 			// Comments carry no FHIR content.
-		case xml.ProcInst:
-			if t.Target != "xml" || !first {
-				return nil, p.fail("processing instruction <?%s?> is not allowed", t.Target)
+		case tokProcInst:
+			if p.dec.target != "xml" || !first {
+				return nil, p.fail("processing instruction <?%s?> is not allowed", p.dec.target)
 			}
-			if enc := procInstParam(string(t.Inst), "encoding"); enc != "" && !strings.EqualFold(enc, "utf-8") && !strings.EqualFold(enc, "utf8") {
+			if enc := procInstParam(string(p.dec.text), "encoding"); enc != "" && !strings.EqualFold(enc, "utf-8") && !strings.EqualFold(enc, "utf8") {
 				return nil, p.fail("encoding %q is not supported: FHIR bodies must be UTF-8", enc)
 			}
-		case xml.Directive:
+		case tokDirective:
 			return nil, p.fail("DTDs and other <!...> declarations are not allowed")
 		}
 		first = false
@@ -433,16 +434,16 @@ func (p *xmlParser) xhtml(t xml.StartElement, n *Node) error {
 	open := []xml.Name{t.Name}
 	for depth > 0 {
 		p.tokOff = int(p.dec.InputOffset())
-		tok, err := p.dec.RawToken()
+		kind, err := p.dec.next()
 		if err == io.EOF {
 			return p.fail("unexpected end of document inside <div>")
 		}
 		if err != nil {
 			return p.syntaxError(err)
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			open = append(open, t.Name)
+		switch kind {
+		case tokStart:
+			open = append(open, p.dec.name)
 			depth++
 			p.count++
 			if p.count > p.lim.MaxElements {
@@ -451,15 +452,15 @@ func (p *xmlParser) xhtml(t xml.StartElement, n *Node) error {
 			if len(p.stack)+depth > p.lim.MaxDepth {
 				return p.fail("elements nested deeper than %d", p.lim.MaxDepth)
 			}
-		case xml.EndElement:
-			if open[depth-1] != t.Name {
-				return p.fail("end tag </%s> does not match <%s>", qname(t.Name), qname(open[depth-1]))
+		case tokEnd:
+			if open[depth-1] != p.dec.name {
+				return p.fail("end tag </%s> does not match <%s>", qname(p.dec.name), qname(open[depth-1]))
 			}
 			open = open[:depth-1]
 			depth--
-		case xml.ProcInst:
+		case tokProcInst:
 			return p.fail("processing instructions are not allowed")
-		case xml.Directive:
+		case tokDirective:
 			return p.fail("DTDs and other <!...> declarations are not allowed")
 		}
 	}
@@ -467,7 +468,7 @@ func (p *xmlParser) xhtml(t xml.StartElement, n *Node) error {
 	if end-start > p.lim.MaxStringLen {
 		return p.fail("narrative div is longer than %d bytes", p.lim.MaxStringLen)
 	}
-	n.XHTML = string(p.data[start:end])
+	n.XHTML = p.dec.str[start:end] // a substring of the body: no copy
 	return nil
 }
 
