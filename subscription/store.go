@@ -67,15 +67,19 @@ type StoreOptions struct {
 	NewID func() string
 	// OnChange, when set, is called after each committed change, in order.
 	OnChange func(Change)
+	// Committer, when set, commits every write elsewhere first (cluster
+	// mode: the replicated change log); see Committer.
+	Committer Committer
 }
 
 // Store keeps subscriptions in bbolt with secondary indexes maintained in
 // the same transaction as the primary record.
 type Store struct {
-	db       *bolt.DB
-	now      func() time.Time
-	newID    func() string
-	onChange func(Change)
+	db        *bolt.DB
+	now       func() time.Time
+	newID     func() string
+	onChange  func(Change)
+	committer Committer
 
 	mu       sync.Mutex
 	watchers []func(Change)
@@ -108,7 +112,7 @@ func NewStore(opts StoreOptions) (*Store, error) {
 	if opts.DB == nil {
 		return nil, errors.New("subscription store: no database")
 	}
-	s := &Store{db: opts.DB, now: opts.Now, newID: opts.NewID, onChange: opts.OnChange}
+	s := &Store{db: opts.DB, now: opts.Now, newID: opts.NewID, onChange: opts.OnChange, committer: opts.Committer}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -247,6 +251,9 @@ func (s *Store) Apply(ch Change) error {
 // write runs build inside a write transaction; build returns the change to
 // apply (or nil for none), which gets the next sequence number.
 func (s *Store) write(build func(tx *bolt.Tx) (*Change, error)) (*Change, error) {
+	if s.committer != nil {
+		return s.commit(build)
+	}
 	var ch *Change
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		c, err := build(tx)
