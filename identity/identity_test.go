@@ -325,3 +325,29 @@ func TestRegistryRefusesAmbiguity(t *testing.T) {
 		}
 	}
 }
+
+func TestPublishGate(t *testing.T) {
+	a := testAuth(t, true)
+	reached := 0
+	gate := PublishAuthorizer{Auth: a}.Gate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached++
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	post := func(h map[string]string) int {
+		r := httptest.NewRequest(http.MethodPost, "/STU3/Events/1/$process-message", strings.NewReader("<Bundle/>"))
+		for k, v := range h {
+			r.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		gate.ServeHTTP(w, r)
+		return w.Code
+	}
+	if code := post(map[string]string{"fromASID": pubASID}); code != http.StatusBadRequest || reached != 0 {
+		t.Fatalf("no JWT: %d, handler reached %d times", code, reached)
+	}
+	good := map[string]string{"fromASID": pubASID, "toASID": "200000000306", "InteractionID": "urn:nhs:names:services:events:Vaccinations.Write",
+		"Authorization": "Bearer " + mustSign(t, AlgRS256, rsaKey, nemsClaims(pubASID, "RR8", PublishScope), nil)}
+	if code := post(good); code != http.StatusAccepted || reached != 1 {
+		t.Fatalf("authenticated: %d, reached %d", code, reached)
+	}
+}

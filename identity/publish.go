@@ -31,7 +31,7 @@ var _ broker.Authorizer = PublishAuthorizer{}
 // AuthorizePublish implements broker.Authorizer.
 func (p PublishAuthorizer) AuthorizePublish(r *http.Request, ev catalog.Event) (broker.Caller, *fhir.Issue) {
 	a := p.Auth
-	if !a.opts.RequireIdentity && a.opts.Registry.Len() == 0 && r.Header.Get("Authorization") == "" && !a.opts.RequireClientCert {
+	if p.open(r) {
 		// No registry and nothing required: a development setup where
 		// anyone may publish (as before this package existed).
 		return broker.Caller{ASID: r.Header.Get("fromASID")}, nil
@@ -55,4 +55,30 @@ func (p PublishAuthorizer) AuthorizePublish(r *http.Request, ev catalog.Event) (
 		return caller, issue
 	}
 	return caller, nil
+}
+
+// Gate authenticates the caller of a publish before next reads the body,
+// so that an unauthenticated party cannot make the service parse and
+// validate megabytes. The grant and InteractionID, which need the bundle's
+// event, are still checked by AuthorizePublish once the broker knows it;
+// the rate limit is counted there only.
+func (p PublishAuthorizer) Gate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := p.Auth
+		if r.Method == http.MethodPost && !p.open(r) {
+			if c, issue := a.authenticate(r, Operation{Name: "publish", Scopes: []string{PublishScope}}); issue != nil {
+				a.opts.Logger.Warn("caller refused", "operation", "publish", "asid", c.System.ASID, "ods", c.System.ODS,
+					"code", string(issue.Code), "reason", issue.Diagnostics, "remote", r.RemoteAddr)
+				WriteOutcome(w, r, &fhir.Outcome{Issues: []fhir.Issue{*issue}})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// open reports the development setup where anyone may publish.
+func (p PublishAuthorizer) open(r *http.Request) bool {
+	o := p.Auth.opts
+	return !o.RequireIdentity && o.Registry.Len() == 0 && r.Header.Get("Authorization") == "" && !o.RequireClientCert
 }
