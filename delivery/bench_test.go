@@ -116,7 +116,7 @@ func TestThroughput(t *testing.T) {
 				mu.Lock()
 				done := acked >= want
 				mu.Unlock()
-				if done || time.Since(start) > 10*time.Minute {
+				if done || ctx.Err() != nil || time.Since(start) > 10*time.Minute {
 					return
 				}
 				ids := c.list(t)
@@ -167,23 +167,27 @@ func TestThroughput(t *testing.T) {
 
 func publishAll(t *testing.T, js jetstream.JetStream, msgs []*nats.Msg, prefix string) {
 	t.Helper()
-	var futs []jetstream.PubAckFuture
-	for _, m := range msgs {
-		out := m
-		if prefix != "" {
-			out = &nats.Msg{Subject: prefix + m.Subject, Header: m.Header, Data: m.Data}
+	// Windows of 1000 stay under the client's limit of outstanding async
+	// publishes.
+	for start := 0; start < len(msgs); start += 1000 {
+		var futs []jetstream.PubAckFuture
+		for _, m := range msgs[start:min(start+1000, len(msgs))] {
+			out := m
+			if prefix != "" {
+				out = &nats.Msg{Subject: prefix + m.Subject, Header: m.Header, Data: m.Data}
+			}
+			f, err := js.PublishMsgAsync(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			futs = append(futs, f)
 		}
-		f, err := js.PublishMsgAsync(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		futs = append(futs, f)
-	}
-	for _, f := range futs {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				t.Fatal(err)
+			}
 		}
 	}
 }
