@@ -32,8 +32,17 @@ type SubscriptionReader interface {
 	Get(id string) (*subscription.Subscription, error)
 }
 
+// FactsCompleter fills the facts delivery derives from an event's headers
+// with the patient's demographics and the reference data, recording the
+// event in the demographics store on the way (refdata.Service.Complete).
+type FactsCompleter interface {
+	Complete(ctx context.Context, f subscription.EventFacts, bundle *fhir.Node) (subscription.EventFacts, error)
+}
+
 // FanoutOptions configure the fan-out stage.
 type FanoutOptions struct {
+	// Facts, when set, completes the facts before matching. Optional.
+	Facts         FactsCompleter
 	JS            jetstream.JetStream
 	EventsStream  string
 	Durable       string // consumer name (default "ems-delivery-fanout")
@@ -215,7 +224,13 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 		f.o.Metrics.events.WithLabelValues("unparseable").Inc()
 		return nil
 	}
-	matches, err := f.o.Matcher.Match(Facts(eventCode, h.Get(fhir.HeaderMessageEventType), nhs, bundle))
+	facts := Facts(eventCode, h.Get(fhir.HeaderMessageEventType), nhs, bundle)
+	if f.o.Facts != nil {
+		if facts, err = f.o.Facts.Complete(ctx, facts, bundle); err != nil {
+			return fmt.Errorf("completing the facts of event %s: %w", eventID, err)
+		}
+	}
+	matches, err := f.o.Matcher.Match(facts)
 	if err != nil {
 		return fmt.Errorf("matching event %s: %w", eventID, err)
 	}

@@ -41,6 +41,7 @@ type Options struct {
 	DB            *bolt.DB
 	EventsStream  string
 	Matcher       Matcher
+	Facts         FactsCompleter
 	Subscriptions Subscriptions
 	Catalog       *catalog.Catalog
 	Mesh          MeshOptions
@@ -100,7 +101,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, err
 	}
 	mailLog := newAsyncLog(dlog)
-	fan, err := NewFanout(ctx, FanoutOptions{JS: o.JS, EventsStream: o.EventsStream, Matcher: o.Matcher,
+	fan, err := NewFanout(ctx, FanoutOptions{JS: o.JS, EventsStream: o.EventsStream, Matcher: o.Matcher, Facts: o.Facts,
 		Subscriptions: o.Subscriptions, Catalog: o.Catalog, MeshFrom: o.Mesh.From, Workers: o.FanoutWorkers,
 		Logger: o.Logger.With("stage", "fanout"), Metrics: m, Now: o.Now, mailLog: mailLog})
 	if err != nil {

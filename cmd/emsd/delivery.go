@@ -23,7 +23,7 @@ import (
 // operator API (when it is enabled), and starts the pipeline. The returned
 // stop waits for in-flight attempts.
 func startDelivery(ctx context.Context, cfg config.Config, js jetstream.JetStream, db *bolt.DB, subs *subscriptionAPI,
-	cat *catalog.Catalog, reg prometheus.Registerer, public *http.ServeMux, adminSrv *admin.Server, log *slog.Logger) (func(), error) {
+	cat *catalog.Catalog, reg prometheus.Registerer, public *http.ServeMux, adminSrv *admin.Server, facts delivery.FactsCompleter, log *slog.Logger) (func(), error) {
 	d := cfg.Delivery
 	matcher, err := subs.svc.Matcher()
 	if err != nil {
@@ -63,7 +63,7 @@ func startDelivery(ctx context.Context, cfg config.Config, js jetstream.JetStrea
 	}
 	svc, err := delivery.New(ctx, delivery.Options{
 		JS: js, DB: db, EventsStream: cfg.NATS.EventsStream.Name,
-		Matcher: matcher, Subscriptions: subs.svc.Store(), Catalog: cat,
+		Matcher: matcher, Facts: facts, Subscriptions: subs.svc.Store(), Catalog: cat,
 		Mesh: delivery.MeshOptions{SharedKey: d.Mesh.SharedKey.Value(), Passwords: passwords,
 			ChunkSize: int(d.Mesh.ChunkSize), MaxSkew: d.Mesh.MaxClockSkew, Retention: d.Mesh.InboxRetention, From: d.Mesh.From},
 		Webhook:       delivery.SenderOptions{Timeout: d.Webhook.Timeout, Secrets: secrets, Allow: allow, MaxRedirects: d.Webhook.MaxRedirects},

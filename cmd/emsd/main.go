@@ -88,6 +88,7 @@ func (t teardown) run() {
 // serve runs the service until ctx is cancelled.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	started := time.Now()
+	cfg = clusterConfig(cfg) // cluster mode: replicas on every stream, node name
 	var down teardown
 	defer down.run()
 
@@ -176,7 +177,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 
-	subs, err := newSubscriptionAPI(cfg, db, cat, auth, log.With("component", "subscription"))
+	cluster, stopCluster, err := startCluster(ctx, cfg, nc.nc, js, clusterStore(db), log.With("component", "cluster"))
+	if err != nil {
+		return err
+	}
+	down.add(stopCluster)
+	subs, err := newSubscriptionAPI(cfg, db, cluster.Store(), cat, auth, log.With("component", "subscription"))
 	if err != nil {
 		return err
 	}
@@ -193,13 +199,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	if adminSrv != nil {
-		registerStatus(adminSrv, js, version, started)
+		registerStatus(adminSrv, js, version, started, cluster)
 	}
 	ref, err := newRefdata(cfg, db, adminSrv, log.With("component", "refdata"))
 	if err != nil {
 		return err
 	}
-	_ = ref // TODO(lead): feed delivery's fan-out through ref.Complete
 	if adminSrv != nil {
 		if err := subscription.RegisterAdmin(adminSrv, subs.svc, subscription.AdminOptions{
 			Actor: operatorActor, RecordChange: admin.RecordChange,
@@ -215,11 +220,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if _, err := js.AccountInfo(ctx); err != nil {
 			return fmt.Errorf("jetstream: %w", err)
 		}
+		if err := cluster.Ready(); err != nil {
+			return err
+		}
 		return db.View(func(*bolt.Tx) error { return nil })
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(broker.ProcessMessagePath, publish)
+	// Authenticate publishers before the broker reads and parses a body.
+	mux.Handle(broker.ProcessMessagePath, identity.PublishAuthorizer{Auth: auth}.Gate(publish))
 	mux.Handle(subscription.PathPrefix, subs.handler)
 	mux.Handle(subscription.PathPrefix+"/", subs.handler)
 	mux.HandleFunc("GET /STU3/metadata", func(w http.ResponseWriter, r *http.Request) {
@@ -234,7 +243,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	stopDelivery, err := startDelivery(ctx, cfg, js, db, subs, cat, reg, mux, adminSrv, log.With("component", "delivery"))
+	stopDelivery, err := startDelivery(ctx, cfg, js, db, subs, cat, reg, mux, adminSrv, ref, log.With("component", "delivery"))
 	if err != nil {
 		return err
 	}
