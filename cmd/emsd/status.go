@@ -27,6 +27,8 @@ type serviceStatus struct {
 	Consumers     []consumerLag   `json:"consumers"`
 	Inboxes       []inboxDepth    `json:"inboxes"`
 	DeadLetters   uint64          `json:"deadLetters"`
+	// Cluster is present in cluster mode: nodes, NATS, change log lag.
+	Cluster *clusterStatus `json:"cluster,omitempty"`
 }
 
 type jetStreamStatus struct {
@@ -62,11 +64,12 @@ type inboxDepth struct {
 
 // registerStatus mounts GET /admin/v1/status. It reads JetStream afresh on
 // every call: an operator asking for status wants now, not a cached view.
-func registerStatus(srv *admin.Server, js jetstream.JetStream, version string, started time.Time) {
+func registerStatus(srv *admin.Server, js jetstream.JetStream, version string, started time.Time, cluster *clusterNode) {
 	srv.Handle("GET /admin/v1/status", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
 		st := collectStatus(ctx, js, version, started, time.Now())
+		st.Cluster = cluster.status(ctx)
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

@@ -19,10 +19,13 @@ type subscriptionAPI struct {
 }
 
 // newSubscriptionAPI maps the configuration onto the subscription package.
-func newSubscriptionAPI(cfg config.Config, db *bolt.DB, cat *catalog.Catalog, auth *identity.Authenticator, log *slog.Logger) (*subscriptionAPI, error) {
+// store, when not nil, is the store to serve (cluster mode: it writes
+// through the change log); otherwise one is opened in db.
+func newSubscriptionAPI(cfg config.Config, db *bolt.DB, store *subscription.Store, cat *catalog.Catalog, auth *identity.Authenticator, log *slog.Logger) (*subscriptionAPI, error) {
 	ident := identity.SubscriptionIdentifier{Auth: auth}
 	h, err := subscription.NewHandler(subscription.Options{
 		DB:         db,
+		Store:      store,
 		Catalog:    cat,
 		Identifier: ident,
 		Logger:     log,
