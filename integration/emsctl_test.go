@@ -228,6 +228,8 @@ func TestEmsctl(t *testing.T) {
 		t.Errorf("endpoint list -o json lacks %s: %+v", hookURL, eps)
 	}
 	c.fails(2, "endpoint", "reset")
+	c.fails(3, "endpoint", "reset", "https://never-used.example.org/ems")
+	golden(t, n, "endpoint-reset.txt", c.ok("endpoint", "reset", hookURL))
 
 	// Replay: bulk needs confirmation, which a script gives with --yes.
 	failing.Store(false)

@@ -75,8 +75,8 @@ func (f *deliveryFilter) bind(cmd *cobra.Command, withState bool) {
 	}
 }
 
-// query asks for every match when --since is set: the server has no time
-// filter, so the CLI filters and then applies the limit itself.
+// query is the filter as the delivery routes take it. since goes to the
+// second, rounded down, so that the bound stays inclusive.
 func (f *deliveryFilter) query() url.Values {
 	q := url.Values{}
 	for k, v := range map[string]string{"endpoint": f.endpoint, "event": f.event, "nhs": f.nhs, "state": f.state, "channel": f.channel} {
@@ -84,11 +84,10 @@ func (f *deliveryFilter) query() url.Values {
 			q.Set(k, v)
 		}
 	}
-	if f.since.t.IsZero() {
-		q.Set("limit", strconv.Itoa(f.limit))
-	} else {
-		q.Set("limit", everything)
+	if !f.since.t.IsZero() {
+		q.Set("since", f.since.t.UTC().Truncate(time.Second).Format(time.RFC3339))
 	}
+	q.Set("limit", strconv.Itoa(f.limit))
 	return q
 }
 

@@ -71,9 +71,9 @@ the delivery log.`,
 	reset := &cobra.Command{
 		Use:   "reset ENDPOINT",
 		Short: "Close an endpoint's circuit breaker so delivery tries it at once",
-		Long: `Close an endpoint's circuit breaker, so that delivery stops waiting out the
-cool-down and tries the endpoint again. Needs the server route
-POST /admin/v1/breakers/reset?endpoint=E.`,
+		Long: `Close a webhook endpoint's circuit breaker, so that delivery stops waiting
+out the cool-down and tries the endpoint again at once. An endpoint that has
+no breaker (nothing was delivered to it since emsd started) is not found.`,
 		Example: `  emsctl endpoint reset https://hooks.example.org/ems`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
