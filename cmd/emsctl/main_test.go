@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -161,5 +162,50 @@ func TestRunExitCodes(t *testing.T) {
 		if got := run(tc.args, strings.NewReader(""), &out, &errb); got != tc.want {
 			t.Errorf("emsctl %v: exit %d, want %d\n%s%s", tc.args, got, tc.want, out.String(), errb.String())
 		}
+	}
+}
+
+func TestCallerFlags(t *testing.T) {
+	f := callerFlags{asid: "200000000118", interaction: "urn:x", headers: []string{"Ssp-TraceID: 0a1b", "X-Empty:"}}
+	req, _ := http.NewRequest(http.MethodPost, "http://x", nil)
+	if err := f.apply(req, func(k string) string { return map[string]string{"EMS_JWT": "e.y.j"}[k] }); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"fromASID": "200000000118", "InteractionID": "urn:x", "Ssp-Traceid": "0a1b",
+		"Authorization": "Bearer e.y.j", "toASID": ""}
+	for k, v := range want {
+		if got := req.Header.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	bad := callerFlags{headers: []string{"no colon"}}
+	if err := bad.apply(req, func(string) string { return "" }); err == nil {
+		t.Error(`accepted a header without ":"`)
+	}
+}
+
+func TestPainter(t *testing.T) {
+	tb := newTable("ID", "STATUS")
+	tb.add("a", "active")
+	tb.add("b", "error")
+	var plain, painted bytes.Buffer
+	if err := (painter{}).writeTable(&plain, tb); err != nil {
+		t.Fatal(err)
+	}
+	if err := (painter{on: true}).writeTable(&painted, tb); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(plain.String(), "\x1b") {
+		t.Errorf("plain table has escapes: %q", plain.String())
+	}
+	for _, want := range []string{"\x1b[1mID", "\x1b[32mactive\x1b[0m", "\x1b[31merror\x1b[0m"} {
+		if !strings.Contains(painted.String(), want) {
+			t.Errorf("painted table lacks %q: %q", want, painted.String())
+		}
+	}
+	// Escapes are added after alignment: stripping them gives the plain table.
+	stripped := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(painted.String(), "")
+	if stripped != plain.String() {
+		t.Errorf("painting changed the layout:\n%q\n%q", stripped, plain.String())
 	}
 }
