@@ -2,10 +2,12 @@ package identity
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,3 +151,63 @@ func TestHarden(t *testing.T) {
 type closer struct{}
 
 func (closer) Close() error { return nil }
+
+func TestHardenAudit(t *testing.T) {
+	a := testAuth(t, false)
+	var got []AuditRecord
+	ident := SubscriptionIdentifier{Auth: a}
+	h := Harden(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, o := ident.Identify(r); o != nil {
+			WriteOutcome(w, r, o)
+			return
+		}
+		if r.Method == http.MethodDelete {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		_, _ = w.Write([]byte("{}"))
+	}), HardenOptions{Logger: quietLog(), Audit: func(rec AuditRecord) { got = append(got, rec) }})
+	call := func(method, path, asid string) {
+		r := httptest.NewRequest(method, path, nil)
+		if asid != "" {
+			r.Header.Set("fromASID", asid)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	call(http.MethodGet, "/STU3/Subscription/abc", subASID)    // read: not audited
+	call(http.MethodDelete, "/STU3/Subscription/abc", subASID) // change: audited
+	call(http.MethodGet, "/STU3/Subscription/abc", otherASID)  // refusal: audited
+	call(http.MethodGet, "/STU3/Subscription/\xff", "")        // hardening refusal: audited
+	if len(got) != 3 {
+		t.Fatalf("%d records: %+v", len(got), got)
+	}
+	if r := got[0]; r.ASID != subASID || r.ODS != "RX1" || r.Method != http.MethodDelete || r.Status != 200 || r.Operation != "subscription.delete" {
+		t.Errorf("change: %+v", r)
+	}
+	if r := got[1]; r.ASID != otherASID || r.Status != 403 || r.Code != "ASID_CHECK_FAILED" {
+		t.Errorf("refusal: %+v", r)
+	}
+	if r := got[2]; r.Status != 400 || r.Code != "BAD_REQUEST" {
+		t.Errorf("hardening refusal: %+v", r)
+	}
+}
+
+func TestAuditQueueDropsInsteadOfBlocking(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	release := make(chan struct{})
+	var stored atomic.Int64
+	q, wait := NewAuditQueue(ctx, 2, func(AuditRecord) error { <-release; stored.Add(1); return nil }, quietLog())
+	start := time.Now()
+	for i := 0; i < 100; i++ {
+		q.Add(AuditRecord{Path: "/x"})
+	}
+	if time.Since(start) > time.Second {
+		t.Fatal("Add blocked on a stuck store")
+	}
+	close(release)
+	cancel()
+	wait()
+	if n := stored.Load(); n < 2 || n > 3 {
+		t.Fatalf("%d records stored from a queue of 2 (+1 in flight)", n)
+	}
+}

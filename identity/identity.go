@@ -107,6 +107,14 @@ func New(opts Options) (*Authenticator, error) {
 // Registry returns the registry the authenticator uses.
 func (a *Authenticator) Registry() *Registry { return a.opts.Registry }
 
+// refused notes issue as the request's refusal, for the audit record.
+func (a *Authenticator) refused(r *http.Request, issue *fhir.Issue) *fhir.Issue {
+	if st := stateOf(r.Context()); st != nil {
+		st.code, st.reason = string(issue.Code), issue.Diagnostics
+	}
+	return issue
+}
+
 // refusal is a failed check: its Spine code and what to tell the caller.
 func refusal(code fhir.SpineCode, expr, format string, args ...any) *fhir.Issue {
 	sev := fhir.SeverityError
@@ -119,15 +127,18 @@ func refusal(code fhir.SpineCode, expr, format string, args ...any) *fhir.Issue 
 // echoes the token.
 func (a *Authenticator) Authenticate(r *http.Request, op Operation) (Caller, *fhir.Issue) {
 	c, issue := a.authenticate(r, op)
+	if st := stateOf(r.Context()); st != nil {
+		st.caller, st.operation = c, op.Name
+	}
 	if issue != nil {
 		a.opts.Logger.Warn("caller refused", "operation", op.Name, "asid", c.System.ASID, "ods", c.System.ODS,
 			"code", string(issue.Code), "reason", issue.Diagnostics, "remote", r.RemoteAddr)
-		return c, issue
+		return c, a.refused(r, issue)
 	}
 	if a.opts.Limiter != nil {
 		if ok, wait := a.opts.Limiter.Allow("asid:" + c.System.ASID); !ok {
 			setRetryAfter(r, wait)
-			return c, refusal(fhir.TooManyRequests, "", "ASID %s is over its request rate; retry after %s", c.System.ASID, wait.Round(time.Second))
+			return c, a.refused(r, refusal(fhir.TooManyRequests, "", "ASID %s is over its request rate; retry after %s", c.System.ASID, wait.Round(time.Second)))
 		}
 	}
 	return c, nil

@@ -6,7 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-
+	"time"
 	"unicode/utf8"
 
 	"github.com/ems-broker/ems/broker"
@@ -29,6 +29,11 @@ type HardenOptions struct {
 	PerClient *Limiter
 	// Logger for refusals; nil: slog.Default().
 	Logger *slog.Logger
+	// Audit receives a record of every refused request and every
+	// successful state change (any method but GET and HEAD); nil: none.
+	// It is called on the request's goroutine after the response: it
+	// must not block (see AuditQueue).
+	Audit func(AuditRecord)
 }
 
 // Harden wraps the public API: it refuses, before any handler parses
@@ -44,6 +49,9 @@ func Harden(next http.Handler, opts HardenOptions) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		refuse := func(code fhir.SpineCode, msg string) {
+			if opts.Audit != nil {
+				opts.Audit(AuditRecord{Time: time.Now().UTC(), Method: r.Method, Path: r.URL.Path, Status: code.HTTPStatus(), Code: string(code), Reason: msg, Remote: r.RemoteAddr})
+			}
 			opts.Logger.Warn("request refused", "code", string(code), "reason", msg, "remote", r.RemoteAddr, "method", r.Method)
 			WriteOutcome(w, r, &fhir.Outcome{Issues: []fhir.Issue{{Severity: fhir.SeverityError, Code: code, Diagnostics: msg}}})
 		}
@@ -64,7 +72,16 @@ func Harden(next http.Handler, opts HardenOptions) http.Handler {
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(w, r.Body, opts.MaxBodyBytes)
 		}
-		next.ServeHTTP(w, r.WithContext(withResponseHeader(r.Context(), w.Header())))
+		if opts.Audit == nil {
+			next.ServeHTTP(w, r.WithContext(withState(r.Context(), &requestState{header: w.Header()})))
+			return
+		}
+		st := &requestState{header: w.Header()}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r.WithContext(withState(r.Context(), st)))
+		if rec.status >= 400 || (r.Method != http.MethodGet && r.Method != http.MethodHead && rec.status < 300) {
+			opts.Audit(st.record(r, rec.status))
+		}
 	})
 }
 

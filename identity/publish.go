@@ -52,7 +52,7 @@ func (p PublishAuthorizer) AuthorizePublish(r *http.Request, ev catalog.Event) (
 	if !c.System.MayPublish(ev.Code, spineOnly) {
 		issue := refusal(fhir.AccessDenied, "Bundle.entry[0].resource.event.code", "ASID %s (%s) is not granted to publish %s", c.System.ASID, c.System.ODS, ev.Code)
 		a.opts.Logger.Warn("caller refused", "operation", "publish", "asid", c.System.ASID, "ods", c.System.ODS, "code", string(issue.Code), "event", ev.Code)
-		return caller, issue
+		return caller, a.refused(r, issue)
 	}
 	return caller, nil
 }
@@ -69,7 +69,10 @@ func (p PublishAuthorizer) Gate(next http.Handler) http.Handler {
 			if c, issue := a.authenticate(r, Operation{Name: "publish", Scopes: []string{PublishScope}}); issue != nil {
 				a.opts.Logger.Warn("caller refused", "operation", "publish", "asid", c.System.ASID, "ods", c.System.ODS,
 					"code", string(issue.Code), "reason", issue.Diagnostics, "remote", r.RemoteAddr)
-				WriteOutcome(w, r, &fhir.Outcome{Issues: []fhir.Issue{*issue}})
+				if st := stateOf(r.Context()); st != nil {
+					st.caller, st.operation = c, "publish"
+				}
+				WriteOutcome(w, r, &fhir.Outcome{Issues: []fhir.Issue{*a.refused(r, issue)}})
 				return
 			}
 		}

@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"context"
 	"math"
 	"net/http"
 	"strconv"
@@ -88,19 +87,11 @@ func (l *Limiter) sweep(now time.Time) {
 	l.swept = now
 }
 
-// retryAfterKey carries the response header map from the middleware to
-// Authenticate, which sees only the request but must set Retry-After.
-type retryAfterKey struct{}
-
-func withResponseHeader(ctx context.Context, h http.Header) context.Context {
-	return context.WithValue(ctx, retryAfterKey{}, h)
-}
-
 // setRetryAfter sets Retry-After (whole seconds, at least 1) on the response
-// of r, when the request passed through Middleware.
+// of r, when the request passed through Harden.
 func setRetryAfter(r *http.Request, wait time.Duration) {
-	if h, ok := r.Context().Value(retryAfterKey{}).(http.Header); ok {
-		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+	if st := stateOf(r.Context()); st != nil {
+		st.header.Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
 	}
 }
 

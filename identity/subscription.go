@@ -76,7 +76,7 @@ func (s SubscriptionIdentifier) Identify(r *http.Request) (subscription.Caller, 
 		}
 		if issue != nil {
 			s.Auth.opts.Logger.Warn("caller refused", "operation", "subscription.create", "asid", c.System.ASID, "ods", c.System.ODS, "code", string(issue.Code), "reason", issue.Diagnostics)
-			return caller, &fhir.Outcome{Issues: []fhir.Issue{*issue}}
+			return caller, &fhir.Outcome{Issues: []fhir.Issue{*s.Auth.refused(r, issue)}}
 		}
 	}
 	return caller, nil

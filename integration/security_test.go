@@ -2,6 +2,7 @@ package integration
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -466,4 +467,64 @@ func TestSecurityPublishAuthenticatedBeforeParsing(t *testing.T) {
 		t.Skip("the publish gate is not wired: the body was parsed before authentication")
 	}
 	wantCode(t, "unregistered caller with a 2 MiB body", resp, string(body), 403, fhir.ASIDCheckFailed)
+}
+
+// TestSecurityAudit: refusals and subscription changes on the public API
+// are in the operator audit log, by caller ASID, with no token or body.
+func TestSecurityAudit(t *testing.T) {
+	s := startSecure(t, false)
+	e := s.e
+	h := spine(secSubA, identity.SubscriptionPostAction, s.token(t, claims(secSubA, "SUBA", identity.SubscriptionWriteScope)))
+	h["Content-Type"] = "application/fhir+json"
+	resp, body := e.request(t, http.MethodPost, "/STU3/Subscription",
+		genericJSON("SUBA", "SUBA_MB", "/Bundle?type=message&Patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888&MessageHeader.event=pds-change-of-gp-1"), h)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create: %d %s", resp.StatusCode, body)
+	}
+	loc := resp.Header.Get("Location")
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	e.request(t, http.MethodDelete, "/STU3/Subscription/"+id, "", spine(secSubB, identity.SubscriptionDelete, s.token(t, claims(secSubB, "SUBB", identity.SubscriptionWriteScope))))
+	e.request(t, http.MethodGet, "/STU3/Subscription", "", map[string]string{"fromASID": secUnknown})
+
+	var entries string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		_, entries = e.admin(t, http.MethodGet, "/admin/v1/audit?limit=100", "")
+		if strings.Contains(entries, "asid:"+secUnknown) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(entries, `"operator":"asid:`+secSubA) && !strings.Contains(entries, `"operator": "asid:`+secSubA) {
+		t.Skipf("public calls are not audited (publicAudit not wired): %s", truncate(entries, 300))
+	}
+	var log struct {
+		Entries []struct {
+			Operator, Method, Path string
+			Status                 int
+			After                  identity.AuditRecord
+		}
+	}
+	if err := json.Unmarshal([]byte(entries), &log); err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, en := range log.Entries {
+		switch {
+		case en.Operator == "asid:"+secSubA && en.Method == http.MethodPost && en.Status == http.StatusCreated && en.After.ODS == "SUBA":
+			found["SUBA's create"] = true
+		case en.Operator == "asid:"+secSubB && en.Method == http.MethodDelete && en.Path == "/STU3/Subscription/"+id && en.Status == http.StatusForbidden:
+			found["SUBB's refused delete of SUBA's subscription"] = true
+		case en.Operator == "asid:"+secUnknown && en.Status == http.StatusForbidden && en.After.Code == string(fhir.ASIDCheckFailed):
+			found["the unknown ASID's refusal"] = true
+		}
+	}
+	for _, want := range []string{"SUBA's create", "SUBB's refused delete of SUBA's subscription", "the unknown ASID's refusal"} {
+		if !found[want] {
+			t.Errorf("audit log lacks %s: %s", want, truncate(entries, 2000))
+		}
+	}
+	if strings.Contains(entries, "eyJ") || strings.Contains(entries, "9912003888") {
+		t.Error("the audit log holds a token or an NHS number")
+	}
 }

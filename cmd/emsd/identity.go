@@ -1,14 +1,20 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ems-broker/ems/admin"
+	"github.com/ems-broker/ems/broker"
 	"github.com/ems-broker/ems/config"
 	"github.com/ems-broker/ems/identity"
 )
@@ -75,14 +81,51 @@ func newIdentity(cfg config.Config, log *slog.Logger) (*identity.Authenticator, 
 }
 
 // publicHandler wraps the public mux with the hardening middleware: body
-// cap, clean request text, per-address rate limit.
-func publicHandler(mux http.Handler, cfg config.Config, log *slog.Logger) http.Handler {
+// cap, clean request text, per-address rate limit, and the audit of
+// refusals and changes when audit is given (publicAudit).
+func publicHandler(mux http.Handler, cfg config.Config, log *slog.Logger, audit ...func(identity.AuditRecord)) http.Handler {
 	sec := cfg.Security
-	return identity.Harden(mux, identity.HardenOptions{
+	opts := identity.HardenOptions{
 		MaxBodyBytes: int64(sec.MaxBodyBytes),
 		PerClient:    identity.NewLimiter(float64(sec.RateLimit.PerClientIP), sec.RateLimit.ClientIPBurst, nil),
 		Logger:       log,
-	})
+	}
+	if len(audit) > 0 {
+		opts.Audit = audit[0]
+	}
+	return identity.Harden(mux, opts)
+}
+
+// publicAudit records public-API refusals and subscription changes in the
+// operator audit log (GET /admin/v1/audit?operator=asid:{ASID}), through a
+// bounded queue so that neither a slow disk nor a flood of refusals slows
+// the API. Accepted publishes are not recorded here: each is in the event
+// stream with its publisher ASID and message id. stop flushes the queue.
+func publicAudit(ctx context.Context, cfg config.Config, db *bolt.DB, log *slog.Logger) (record func(identity.AuditRecord), stop func(), err error) {
+	store, err := admin.NewAuditLog(db, cfg.Admin.AuditRetention)
+	if err != nil {
+		return nil, nil, err
+	}
+	qctx, cancel := context.WithCancel(ctx)
+	q, wait := identity.NewAuditQueue(qctx, 4096, func(rec identity.AuditRecord) error {
+		detail, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		who := "public:unidentified"
+		if rec.ASID != "" {
+			who = "asid:" + rec.ASID
+		}
+		return store.Append(admin.Entry{Time: rec.Time, Operator: who, Method: rec.Method, Path: rec.Path,
+			Status: rec.Status, Remote: rec.Remote, After: detail})
+	}, log)
+	record = func(rec identity.AuditRecord) {
+		if rec.Path == broker.ProcessMessagePath && rec.Status < 300 {
+			return
+		}
+		q.Add(rec)
+	}
+	return record, func() { cancel(); wait() }, nil
 }
 
 // publicListener serves TLS on l when security.tls names a certificate,
