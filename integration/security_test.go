@@ -2,9 +2,9 @@ package integration
 
 import (
 	"crypto/rand"
-	"encoding/json"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"os"
