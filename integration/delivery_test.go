@@ -323,17 +323,18 @@ func TestDeliveryRetryDeadLetterReplay(t *testing.T) {
 		t.Fatalf("replay: %d %s", resp.StatusCode, body)
 	}
 	eventually(t, 20*time.Second, "replayed delivery", func() bool { return len(broken.ok()) == 1 })
-	_, body = e.admin(t, http.MethodGet, "/admin/v1/deliveries/"+dead[0]["jobId"].(string), "")
-	var rec struct {
-		State    string `json:"state"`
-		Attempts []struct {
-			Status int `json:"status"`
-		} `json:"attempts"`
-	}
-	_ = json.Unmarshal([]byte(body), &rec)
-	if rec.State != "delivered" || len(rec.Attempts) != 5 {
-		t.Fatalf("delivery log after replay: %s", body)
-	}
+	// The log is written once the response is in: poll for it.
+	eventually(t, 10*time.Second, "the delivery log to show the replayed delivery", func() bool {
+		_, body = e.admin(t, http.MethodGet, "/admin/v1/deliveries/"+dead[0]["jobId"].(string), "")
+		var rec struct {
+			State    string `json:"state"`
+			Attempts []struct {
+				Status int `json:"status"`
+			} `json:"attempts"`
+		}
+		_ = json.Unmarshal([]byte(body), &rec)
+		return rec.State == "delivered" && len(rec.Attempts) == 5 && rec.Attempts[4].Status == 204
+	})
 }
 
 // healthyLatency publishes n events and returns the median publish→webhook
