@@ -384,6 +384,49 @@ func TestSecurityMeshMailboxIsolation(t *testing.T) {
 	if err != nil || (resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden) {
 		t.Errorf("SUBB's mailbox with SUBA's password: %v %v %s", err, resp, body)
 	}
+	// A message in SUBB's mailbox cannot be fetched or acknowledged through
+	// SUBA's, even knowing its id.
+	h := spine(secSubB, identity.SubscriptionPostAction, s.token(t, claims(secSubB, "SUBB", identity.SubscriptionWriteScope)))
+	h["Content-Type"] = "application/fhir+json"
+	if resp, body := s.e.request(t, http.MethodPost, "/STU3/Subscription",
+		genericJSON("SUBB", "SUBB_MB", "/Bundle?type=message&Patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888&MessageHeader.event=pds-change-of-gp-1"), h); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("SUBB subscribes: %d %s", resp.StatusCode, body)
+	}
+	gp, _, _ := withNewID(t, fixture(t, "nems-examples/PDS-Change-Of-GP-ems-example.xml"), fhir.FormatXML)
+	ph := spine(secPDS, gpInteraction, s.token(t, claims(secPDS, "X26", identity.PublishScope)))
+	ph["Content-Type"] = "application/fhir+xml"
+	if resp, body := s.e.post(t, "/STU3/Events/1/$process-message", gp, ph); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish: %d %s", resp.StatusCode, body)
+	}
+	b := newMeshClient(base, "SUBB_MB", "pwb", secMeshKey)
+	var ids []string
+	for deadline := time.Now().Add(10 * time.Second); len(ids) == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, body, err := b.do(http.MethodGet, "/inbox")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("SUBB's inbox: %v %v %s", err, resp, body)
+		}
+		var list struct {
+			Messages []string `json:"messages"`
+		}
+		_ = json.Unmarshal(body, &list)
+		ids = list.Messages
+	}
+	if len(ids) == 0 {
+		t.Fatal("no message reached SUBB's mailbox")
+	}
+	for _, try := range []struct{ method, path string }{
+		{http.MethodGet, "/inbox/" + ids[0]},
+		{http.MethodPut, "/inbox/" + ids[0] + "/status/acknowledged"},
+	} {
+		resp, body, err := a.do(try.method, try.path)
+		if err != nil || resp.StatusCode < 400 {
+			t.Errorf("SUBA %s %s of SUBB's message: %v %v %s", try.method, try.path, err, resp, body)
+		}
+	}
+	if resp, _, err := b.do(http.MethodGet, "/inbox/"+ids[0]); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("SUBB's message after SUBA's attempts: %v %v", err, resp)
+	}
+
 	// Replaying a valid token is refused too.
 	ok := newMeshClient(base, "SUBA_MB", "pwa", secMeshKey)
 	hdr := ok.auth()
