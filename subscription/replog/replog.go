@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -70,6 +71,7 @@ type Log struct {
 	failed   error         // the follower stopped on this
 
 	snapping sync.Mutex
+	lastSnap atomic.Uint64 // sequence of the newest snapshot known here
 }
 
 // Subject is the subject a change log stream carries.
@@ -163,9 +165,10 @@ func (l *Log) Commit(ch subscription.Change) error {
 	if err := l.WaitApplied(ctx, ack.Sequence); err != nil {
 		return fmt.Errorf("waiting for change %d to apply locally: %w", ack.Sequence, err)
 	}
-	if every := uint64(l.opts.SnapshotEvery); every > 0 && ack.Sequence%every == 0 {
-		// The writer of every Nth entry snapshots: one node per interval,
-		// chosen without coordination.
+	if every := uint64(l.opts.SnapshotEvery); every > 0 && ack.Sequence >= l.lastSnap.Load()+every {
+		// A writer that sees the interval passed snapshots; snapshot()
+		// rereads the bucket first, so nodes with an old idea of the last
+		// snapshot do not take another.
 		go l.snapshot()
 	}
 	return nil
@@ -269,6 +272,7 @@ func (l *Log) Start(ctx context.Context, store *subscription.Store) (Ready, erro
 	}
 	if snap, err := l.obs.GetInfo(ctx, snapshotName); err == nil {
 		seq, _ := strconv.ParseUint(snap.Metadata[metaSeq], 10, 64)
+		l.lastSnap.Store(seq)
 		if seq > local {
 			res, err := l.obs.Get(ctx, snapshotName)
 			if err != nil {
@@ -382,6 +386,13 @@ func (l *Log) snapshot() {
 	defer l.snapping.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	if info, err := l.obs.GetInfo(ctx, snapshotName); err == nil {
+		prev, _ := strconv.ParseUint(info.Metadata[metaSeq], 10, 64)
+		l.lastSnap.Store(max(l.lastSnap.Load(), prev))
+		if l.Applied() < prev+uint64(l.opts.SnapshotEvery) {
+			return
+		}
+	}
 	if _, err := l.TakeSnapshot(ctx); err != nil {
 		l.log.Warn("subscription snapshot", "err", err)
 	}
@@ -416,6 +427,49 @@ func (l *Log) TakeSnapshot(ctx context.Context) (uint64, error) {
 			return seq, fmt.Errorf("purging change log below %d: %w", seq-keep+1, err)
 		}
 	}
+	l.lastSnap.Store(max(l.lastSnap.Load(), seq))
 	l.log.Info("subscription snapshot stored", "seq", seq, "bytes", buf.Len())
 	return seq, nil
+}
+
+// Import appends changes to the end of the log, in order, pipelined (each
+// still expecting its predecessor's sequence, so a concurrent writer makes
+// the import fail rather than interleave). It is for seeding: moving a
+// single node's subscriptions into a new cluster, or loading a test
+// population. The changes' Seq is ignored (the log numbers them) and
+// they must make sense after the log's current content. It returns the
+// log's last sequence after the import.
+func (l *Log) Import(ctx context.Context, chs []subscription.Change) (uint64, error) {
+	last, _, err := l.Last(ctx)
+	if err != nil {
+		return 0, err
+	}
+	const window = 2000
+	for start := 0; start < len(chs); start += window {
+		end := min(start+window, len(chs))
+		futs := make([]jetstream.PubAckFuture, 0, end-start)
+		for i, ch := range chs[start:end] {
+			body, err := json.Marshal(entry{Op: ch.Op, ID: ch.ID, Subscription: ch.Subscription, History: ch.History})
+			if err != nil {
+				return last, err
+			}
+			msg := &nats.Msg{Subject: l.subject, Data: body, Header: nats.Header{headerNode: []string{l.opts.Node}}}
+			f, err := l.opts.JS.PublishMsgAsync(msg, jetstream.WithExpectLastSequence(last+uint64(i)))
+			if err != nil {
+				return last, fmt.Errorf("importing change %d: %w", start+i, err)
+			}
+			futs = append(futs, f)
+		}
+		for i, f := range futs {
+			select {
+			case ack := <-f.Ok():
+				last = ack.Sequence
+			case err := <-f.Err():
+				return last, fmt.Errorf("importing change %d: %w", start+i, err)
+			case <-ctx.Done():
+				return last, ctx.Err()
+			}
+		}
+	}
+	return last, nil
 }

@@ -217,3 +217,55 @@ func TestSnapshotJoinAndResume(t *testing.T) {
 		t.Errorf("resumed count = %d", n)
 	}
 }
+
+// Import appends a population built elsewhere; a node joining afterwards
+// sees all of it, and a write after it snapshots because the interval
+// has passed.
+func TestImportThenSnapshotOnNextWrite(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js := startJetStream(t)
+	dir := t.TempDir()
+	var changes []subscription.Change
+	seedDB, err := bolt.Open(filepath.Join(dir, "seed.db"), 0o600, &bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seedDB.Close()
+	seed, err := subscription.NewStore(subscription.StoreOptions{DB: seedDB, OnChange: func(ch subscription.Change) { changes = append(changes, ch) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3000 {
+		if _, err := seed.Create(sub(i, "A81001"), "seed", subscription.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := startNode(t, ctx, js, "a", filepath.Join(dir, "a.db"), 1000)
+	last, err := a.log.Import(ctx, changes)
+	if err != nil || last != 3000 {
+		t.Fatalf("import: last %d err %v", last, err)
+	}
+	if _, err := a.store.Create(sub(5000, "A81001"), "t", subscription.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	eventually("snapshot after the import", func() bool { return a.log.lastSnap.Load() == 3001 })
+	b := startNode(t, ctx, js, "b", filepath.Join(dir, "b.db"), 1000)
+	if b.ready.Restored != 3001 || b.ready.Applied != 3001 {
+		t.Errorf("join after import: %+v", b.ready)
+	}
+	if n, _ := b.store.Count(); n != 3001 {
+		t.Errorf("count = %d", n)
+	}
+	if _, err := b.store.Get(changes[1234].ID); err != nil {
+		t.Error(err)
+	}
+}
