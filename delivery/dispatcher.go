@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -98,7 +99,12 @@ func (s *orderState) signal() {
 type endpointState struct {
 	sem     chan struct{}
 	breaker *breaker
+	waiting atomic.Int64 // jobs queued for a concurrency slot
 }
+
+// maxWaitingPerEndpoint bounds the jobs one endpoint may hold in memory
+// waiting for a concurrency slot.
+const maxWaitingPerEndpoint = 64
 
 // NewDispatcher creates (or updates) the durable consumer on the deliveries
 // stream and loads the ordering index.
@@ -334,11 +340,28 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
 		_ = msg.NakWithDelay(wait + time.Duration(d.o.Rand()*float64(wait/10+time.Millisecond)))
 		return
 	}
+	// Granted before queueing; give the grant back (a half-open probe
+	// slot) and ask again once a concurrency slot is ours, since the
+	// breaker may have opened while this job waited.
+	ep.breaker.release()
 	tok := EndpointToken(j.Channel, j.Endpoint)
+	if n := ep.waiting.Add(1); n > int64(maxWaitingPerEndpoint) {
+		// A slow endpoint's queue must not fill the consumer's ack-pending
+		// window and starve every other endpoint: hand the job back.
+		ep.waiting.Add(-1)
+		_ = msg.NakWithDelay(time.Second + time.Duration(d.o.Rand()*float64(time.Second)))
+		return
+	}
 	d.o.Metrics.backlog.WithLabelValues(tok).Inc()
 	defer d.o.Metrics.backlog.WithLabelValues(tok).Dec()
-	if !d.acquire(ctx, msg, ep) {
-		ep.breaker.release()
+	acquired := d.acquire(ctx, msg, ep)
+	ep.waiting.Add(-1)
+	if !acquired {
+		return
+	}
+	if ok, wait := ep.breaker.Allow(d.o.Now()); !ok {
+		<-ep.sem
+		_ = msg.NakWithDelay(wait + time.Duration(d.o.Rand()*float64(wait/10+time.Millisecond)))
 		return
 	}
 	res := d.o.Sender.Send(ctx, j)
