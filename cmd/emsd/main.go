@@ -206,6 +206,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	if adminSrv != nil {
+		mm, err := subs.svc.Matcher()
+		if err != nil {
+			return err
+		}
+		registerMatch(adminSrv, &broker.Validator{Catalog: cat, CheckNHSNumber: cfg.Publish.CheckNHSNumber}, mm,
+			func(ctx context.Context, f subscription.EventFacts, bundle *fhir.Node) (subscription.EventFacts, error) {
+				out, _, err := ref.Enrich(ctx, f, bundle)
+				return out, err
+			})
 		if err := subscription.RegisterAdmin(adminSrv, subs.svc, subscription.AdminOptions{
 			Actor: operatorActor, RecordChange: admin.RecordChange,
 		}); err != nil {
