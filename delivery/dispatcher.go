@@ -383,6 +383,11 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
 func (d *Dispatcher) waitTurn(ctx context.Context, msg jetstream.Msg, j *Job) bool {
 	t := time.NewTicker(d.o.AckWait / 3)
 	defer t.Stop()
+	// Parking is for a head that is about to finish; a head that is itself
+	// waiting (breaker, full queue) must not keep its followers in memory,
+	// where they would fill the consumer's ack-pending window.
+	giveUp := time.NewTimer(5 * time.Second)
+	defer giveUp.Stop()
 	for {
 		blocked, wake, hold := d.blocked(j, d.o.Now())
 		switch {
@@ -396,6 +401,9 @@ func (d *Dispatcher) waitTurn(ctx context.Context, msg jetstream.Msg, j *Job) bo
 		case <-wake:
 		case <-t.C:
 			_ = msg.InProgress()
+		case <-giveUp.C:
+			_ = msg.NakWithDelay(time.Second + time.Duration(d.o.Rand()*float64(time.Second)))
+			return false
 		case <-ctx.Done():
 			_ = msg.NakWithDelay(time.Second)
 			return false
