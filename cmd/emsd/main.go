@@ -117,6 +117,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			log.Error("closing bbolt", "err", err)
 		}
 	})
+	audit, stopAudit, err := publicAudit(ctx, cfg, db, log.With("component", "audit"))
+	if err != nil {
+		return err
+	}
+	down.add(stopAudit)
 
 	nc, err := connectNATS(natsOptions{
 		URLs:            cfg.NATS.Servers(),
@@ -266,7 +271,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           publicHandler(mux, cfg, log.With("component", "http")),
+		Handler:           publicHandler(mux, cfg, log.With("component", "http"), audit),
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		ReadTimeout:       cfg.HTTP.ReadTimeout,
 		WriteTimeout:      cfg.HTTP.WriteTimeout,
