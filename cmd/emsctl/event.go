@@ -10,6 +10,7 @@ import (
 	"github.com/ems-broker/ems/broker"
 	"github.com/ems-broker/ems/fhir"
 	"github.com/ems-broker/ems/fhir/catalog"
+	"github.com/ems-broker/ems/fhir/profile"
 )
 
 func newEventCmd(g *globals) *cobra.Command {
@@ -26,7 +27,7 @@ func newEventCmd(g *globals) *cobra.Command {
 }
 
 func newEventValidateCmd() *cobra.Command {
-	var relaxNHS bool
+	var relaxNHS, noProfiles bool
 	var enable []string
 	cmd := &cobra.Command{
 		Use:   "validate FILE...",
@@ -49,6 +50,15 @@ func newEventValidateCmd() *cobra.Command {
 				}
 			}
 			v := &broker.Validator{Catalog: cat, CheckNHSNumber: !relaxNHS}
+			if !noProfiles {
+				pv, err := profile.Default()
+				if err != nil {
+					return &exitError{exitFailure, fmt.Errorf("loading profile rules: %w", err)}
+				}
+				v.Profiles = broker.ProfileValidatorFunc(func(root *fhir.Node, event string) []fhir.Issue {
+					return pv.ValidateBundle(root, profile.BundleOptions{Event: event})
+				})
+			}
 			invalid := 0
 			for _, f := range args {
 				if !validateFile(cmd.OutOrStdout(), v, f) {
@@ -62,6 +72,7 @@ func newEventValidateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&relaxNHS, "allow-invalid-nhs-number", false, "accept NHS numbers failing the Modulus 11 check (test data only)")
+	cmd.Flags().BoolVar(&noProfiles, "no-profiles", false, "check the NEMS message rules only, not the CareConnect/EMS profiles (as emsd with publish.validate_profiles: false)")
 	cmd.Flags().StringSliceVar(&enable, "enable", nil, "enable draft or DCH event types, as a deployment's configuration would")
 	return cmd
 }
