@@ -182,10 +182,10 @@ type hookReceiver struct {
 	mu       sync.Mutex
 }
 
-func startHookReceiver() (*hookReceiver, error) {
+func startHookReceiver(addr string) (*hookReceiver, error) {
 	key, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(hookSecret, "whsec_"))
 	h := &hookReceiver{key: key}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("webhook receiver: %w", err)
 	}

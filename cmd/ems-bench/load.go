@@ -105,8 +105,9 @@ func newClient(conc int) *http.Client {
 }
 
 // runLoad publishes for warmup+dur. accepted is called for every message
-// the server accepted in the window, with the patient it named; it returns
-// how many deliveries that message must cause.
+// the server accepted, warm-up included (the consumers must drain those
+// deliveries too), with the patient it named; it returns how many
+// deliveries that message must cause.
 func runLoad(ctx context.Context, c loadConfig, tmpls []*template, tr *tracker, accepted func(patient int) int) *loadResult {
 	res := &loadResult{}
 	client := newClient(c.concurrency)
@@ -172,13 +173,17 @@ func runLoad(ctx context.Context, c loadConfig, tmpls []*template, tr *tracker, 
 					}
 					res.firstErr.CompareAndSwap(nil, err.Error())
 				}
+				deliveries := 0
+				if ok {
+					deliveries = accepted(pt)
+				}
 				if !measured {
 					continue
 				}
 				res.latency.record(lat)
 				if ok {
 					res.accepted.Add(1)
-					res.expected.Add(int64(accepted(pt)))
+					res.expected.Add(int64(deliveries))
 				} else {
 					res.errors.Add(1)
 				}

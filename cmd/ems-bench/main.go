@@ -20,10 +20,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -42,6 +44,7 @@ type options struct {
 	baseline, smoke              bool
 	cpuprofile, jsonOut          string
 	keep                         bool
+	seedCache, hookListen        string
 }
 
 func main() { os.Exit(run()) }
@@ -67,10 +70,13 @@ func run() int {
 	flag.StringVar(&o.emsd, "emsd", "", "emsd binary (default: go build it)")
 	flag.StringVar(&o.dataDir, "data-dir", "", "data directory for emsd (default: a new temp dir, removed afterwards)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directory")
+	flag.StringVar(&o.seedCache, "seed-cache", "", "directory keeping seeded stores between runs, keyed by the population flags (use with a fixed --hook-listen)")
+	flag.StringVar(&o.hookListen, "hook-listen", "127.0.0.1:0", "address of the webhook receiver")
 	flag.StringVar(&o.server, "server", "", "base URL of a running emsd configured with --write-config's output (no subscriptions are seeded)")
 	flag.StringVar(&o.admin, "admin", "", "with --server: its admin base URL (for --cpuprofile)")
 	flag.StringVar(&o.adminToken, "admin-token", "", "with --server: an operator token")
 	flag.IntVar(&o.serverPID, "server-pid", 0, "with --server: its pid on this machine, for CPU and RSS")
+	seedOnly := flag.Bool("seed-only", false, "with --seed-cache: seed the cached store for these flags and exit")
 	writeConfig := flag.String("write-config", "", "write the emsd configuration for these flags to this file and exit")
 	flag.BoolVar(&o.baseline, "baseline", true, "measure the baseline pipeline in the same run")
 	flag.BoolVar(&o.smoke, "smoke", false, "CI smoke run: small and short; exit non-zero on any error or missing delivery")
@@ -88,6 +94,14 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *seedOnly {
+		if o.seedCache == "" {
+			fmt.Fprintln(os.Stderr, "ems-bench: --seed-only needs --seed-cache")
+			return 2
+		}
+		*writeConfig = ""
+		o.emsd = "-"
+	}
 	rep, err := bench(ctx, o, *writeConfig)
 	if err != nil {
 		progressDone()
@@ -127,7 +141,7 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 	if err != nil {
 		return nil, err
 	}
-	hooks, err := startHookReceiver()
+	hooks, err := startHookReceiver(o.hookListen)
 	if err != nil {
 		return nil, err
 	}
@@ -164,12 +178,19 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 	} else {
 		apiFrom = max(0, o.subs-o.apiSubs)
 		if apiFrom > 0 {
-			took, err := pop.seed(filepath.Join(dir, "ems.db"), 0, apiFrom)
+			took, err := seedCached(pop, o, filepath.Join(dir, "ems.db"), apiFrom)
 			progressDone()
 			if err != nil {
 				return nil, err
 			}
-			rep.Seeded, rep.SeedPerSec = apiFrom, float64(apiFrom)/took.Seconds()
+			rep.Seeded = apiFrom
+			if took > 0 {
+				rep.SeedPerSec = float64(apiFrom) / took.Seconds()
+			}
+		}
+		if o.emsd == "-" { // --seed-only
+			fmt.Fprintf(os.Stderr, "seeded %d subscriptions (%.0f/s)\n", apiFrom, rep.SeedPerSec)
+			return nil, nil
 		}
 		bin := o.emsd
 		if bin == "" {
@@ -215,7 +236,6 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 		ph := summarise(res, tr, complete, load)
 		ph.Note = "bench process (load generator included)"
 		ph.CPUCores = (after.cpu - before.cpu).Seconds() / (o.warmup + o.duration).Seconds()
-		ph.PeakRSSMiB = float64(after.peak) / (1 << 20)
 		rep.Baseline = ph
 		bl.stop()
 	}
@@ -253,6 +273,7 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 		ph.CPUCores = (after.cpu - before.cpu).Seconds() / (o.warmup + o.duration).Seconds()
 		ph.PeakRSSMiB = float64(after.peak) / (1 << 20)
 		ph.RSSMiB = float64(after.rss) / (1 << 20)
+		ph.AnonMiB = float64(after.anon) / (1 << 20)
 	}
 	ph.MeshErrors = mesh.errors.Load()
 	ph.MeshRequestMS, ph.MeshRequests, ph.MeshPolls = latencyOf(&mesh.requests), mesh.requests.count(), mesh.polls.Load()
@@ -289,4 +310,54 @@ func machine() string {
 		}
 	}
 	return fmt.Sprintf("%d CPU %s, %s %s/%s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// seedCached seeds subscriptions 0..n-1 into path, or copies a store seeded
+// earlier with the same population flags from --seed-cache (a million
+// subscriptions take minutes to seed). It returns the seeding time, zero
+// for a copy.
+func seedCached(pop *population, o options, path string, n int) (time.Duration, error) {
+	if o.seedCache == "" {
+		return pop.seed(path, 0, n)
+	}
+	key := fmt.Sprintf("subs%d-seeded%d-explicit%d-endpoints%d-webhooks%g-pp%g-%s.db", o.subs, n, o.explicitPct, o.endpoints,
+		o.webhookPct, o.perPatient, strings.NewReplacer(":", "_", "/", "_").Replace(pop.hookBase))
+	cached := filepath.Join(o.seedCache, key)
+	if _, err := os.Stat(cached); err != nil {
+		if err := os.MkdirAll(o.seedCache, 0o750); err != nil {
+			return 0, err
+		}
+		tmp := cached + ".tmp"
+		_ = os.Remove(tmp)
+		took, err := pop.seed(tmp, 0, n)
+		if err != nil {
+			return 0, err
+		}
+		if err := os.Rename(tmp, cached); err != nil {
+			return 0, err
+		}
+		if err := copyFile(cached, path); err != nil {
+			return 0, err
+		}
+		return took, nil
+	}
+	progressf("copying the seeded store %s", cached)
+	return 0, copyFile(cached, path)
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copying %s: %w", from, err)
+	}
+	return out.Close()
 }

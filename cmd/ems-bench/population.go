@@ -248,7 +248,7 @@ func (p *population) createAPI(ctx context.Context, base string, from, to, conc 
 // public API pays one fsync per create.
 func (p *population) seed(path string, from, to int) (time.Duration, error) {
 	started := time.Now()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, Timeout: 5 * time.Second})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, Timeout: 5 * time.Second})
 	if err != nil {
 		return 0, fmt.Errorf("opening %s to seed: %w", path, err)
 	}

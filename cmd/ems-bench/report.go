@@ -28,6 +28,7 @@ type phase struct {
 	CPUCores         float64 `json:"cpu_cores"`
 	PeakRSSMiB       float64 `json:"peak_rss_mib"`
 	RSSMiB           float64 `json:"rss_mib,omitempty"`
+	AnonMiB          float64 `json:"rss_anon_mib,omitempty"`
 	MeshErrors       int64   `json:"mesh_errors"`
 	MeshRequestMS    latency `json:"mesh_request_latency_ms"`
 	MeshRequests     uint64  `json:"mesh_requests"`
@@ -106,7 +107,7 @@ func (r *report) printTable(w io.Writer) {
 	fmt.Fprintln(tw, "metric\temsd\tbaseline\tratio\t")
 	row := func(name string, v func(*phase) float64, format string) {
 		ev := v(e)
-		if b == nil {
+		if b == nil || strings.HasPrefix(name, "MESH") {
 			fmt.Fprintf(tw, "%s\t"+format+"\t-\t-\t\n", name, ev)
 			return
 		}
@@ -136,11 +137,11 @@ func (r *report) printTable(w io.Writer) {
 	row("MESH inbox lists", func(p *phase) float64 { return float64(p.MeshPolls) }, "%.0f")
 	row("MESH request p50 ms", func(p *phase) float64 { return p.MeshRequestMS.P50 }, "%.2f")
 	row("MESH request p99 ms", func(p *phase) float64 { return p.MeshRequestMS.P99 }, "%.2f")
-	row("CPU cores", func(p *phase) float64 { return p.CPUCores }, "%.2f")
-	row("peak RSS MiB", func(p *phase) float64 { return p.PeakRSSMiB }, "%.0f")
 	tw.Flush()
+	fmt.Fprintf(w, "emsd process: %.2f CPU cores over warm-up and window, peak RSS %.0f MiB; at the end RSS %.0f MiB of which anonymous %.0f MiB (the rest is file-backed, mostly the bbolt map)\n",
+		e.CPUCores, e.PeakRSSMiB, e.RSSMiB, e.AnonMiB)
 	if b != nil {
-		fmt.Fprintf(w, "baseline CPU and RSS are the bench process's own (load generator included); load avg at start: emsd %s, baseline %s\n", e.Load, b.Load)
+		fmt.Fprintf(w, "baseline runs inside the bench process: %.2f CPU cores including the load generator; load avg at start: emsd %s, baseline %s\n", b.CPUCores, e.Load, b.Load)
 	}
 	if e.FirstError != "" {
 		fmt.Fprintf(w, "first emsd error: %s\n", e.FirstError)

@@ -136,6 +136,7 @@ func (s *server) stop() {
 type procStat struct {
 	cpu       time.Duration // user + system
 	rss, peak int64         // VmRSS, VmHWM in bytes
+	anon      int64         // RssAnon: the heap and stacks, without mapped files
 }
 
 func readProc(pid int) (procStat, error) {
@@ -173,6 +174,8 @@ func readProc(pid int) (procStat, error) {
 			st.rss = kb << 10
 		case "VmHWM":
 			st.peak = kb << 10
+		case "RssAnon":
+			st.anon = kb << 10
 		}
 	}
 	return st, nil
