@@ -37,7 +37,15 @@ type meshConsumers struct {
 	// inbox API.
 	requests histogram
 	polls    atomic.Int64 // inbox lists
+	// byKind splits the requests: inbox list, retrieve, acknowledge.
+	byKind [3]histogram
 }
+
+const (
+	reqList = iota
+	reqRetrieve
+	reqAck
+)
 
 type mailboxState struct {
 	pending atomic.Int64 // deliveries expected but not yet read
@@ -97,7 +105,7 @@ func (m *meshConsumers) run(ctx context.Context) {
 	}
 }
 
-func (m *meshConsumers) do(ctx context.Context, e int, method, path string) (*http.Response, []byte, error) {
+func (m *meshConsumers) do(ctx context.Context, e int, kind int, method, path string) (*http.Response, []byte, error) {
 	st := &m.state[e]
 	mb := m.pop.mailboxName(e)
 	st.count++
@@ -120,14 +128,16 @@ func (m *meshConsumers) do(ctx context.Context, e int, method, path string) (*ht
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	m.requests.record(time.Since(started))
+	took := time.Since(started)
+	m.requests.record(took)
+	m.byKind[kind].record(took)
 	return resp, b, err
 }
 
 // drain reads and acknowledges everything in mailbox e.
 func (m *meshConsumers) drain(ctx context.Context, e int) (int, error) {
 	m.polls.Add(1)
-	resp, b, err := m.do(ctx, e, "GET", "/inbox?max_results=500")
+	resp, b, err := m.do(ctx, e, reqList, "GET", "/inbox?max_results=500")
 	if err != nil {
 		return 0, fmt.Errorf("MESH inbox: %w", err)
 	}
@@ -141,7 +151,7 @@ func (m *meshConsumers) drain(ctx context.Context, e int) (int, error) {
 		return 0, fmt.Errorf("MESH inbox: %w", err)
 	}
 	for _, id := range page.Messages {
-		resp, body, err := m.do(ctx, e, "GET", "/inbox/"+id)
+		resp, body, err := m.do(ctx, e, reqRetrieve, "GET", "/inbox/"+id)
 		if err != nil {
 			return 0, fmt.Errorf("MESH retrieve: %w", err)
 		}
@@ -152,14 +162,14 @@ func (m *meshConsumers) drain(ctx context.Context, e int) (int, error) {
 			_, n, _ := strings.Cut(r, ":")
 			total, _ := strconv.Atoi(n)
 			for c := 2; c <= total; c++ {
-				_, more, err := m.do(ctx, e, "GET", fmt.Sprintf("/inbox/%s/%d", id, c))
+				_, more, err := m.do(ctx, e, reqRetrieve, "GET", fmt.Sprintf("/inbox/%s/%d", id, c))
 				if err != nil {
 					return 0, fmt.Errorf("MESH chunk: %w", err)
 				}
 				body = append(body, more...)
 			}
 		}
-		resp, b, err := m.do(ctx, e, "PUT", "/inbox/"+id+"/status/acknowledged")
+		resp, b, err := m.do(ctx, e, reqAck, "PUT", "/inbox/"+id+"/status/acknowledged")
 		if err != nil || resp.StatusCode != http.StatusOK {
 			return 0, fmt.Errorf("MESH acknowledge %s: %v %.200s", id, err, b)
 		}

@@ -11,6 +11,7 @@
 //
 //	go run ./cmd/ems-bench --subs 1000000 --endpoints 10000 --duration 60s
 //	go run ./cmd/ems-bench --smoke   # a few seconds, non-zero exit on errors (CI)
+//	ems-bench summarise runs/*.json  # medians of repeated runs as Markdown rows
 package main
 
 import (
@@ -50,6 +51,13 @@ type options struct {
 func main() { os.Exit(run()) }
 
 func run() int {
+	if len(os.Args) > 1 && os.Args[1] == "summarise" {
+		if err := summariseFiles(os.Stdout, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "ems-bench:", err)
+			return 1
+		}
+		return 0
+	}
 	var o options
 	flag.IntVar(&o.subs, "subs", 10_000, "subscriptions to create")
 	flag.IntVar(&o.explicitPct, "explicit", 80, "percentage of subscriptions that are explicit (the rest are generic)")
@@ -277,6 +285,7 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 	}
 	ph.MeshErrors = mesh.errors.Load()
 	ph.MeshRequestMS, ph.MeshRequests, ph.MeshPolls = latencyOf(&mesh.requests), mesh.requests.count(), mesh.polls.Load()
+	ph.MeshListMS, ph.MeshRetrieveMS, ph.MeshAckMS = latencyOf(&mesh.byKind[reqList]), latencyOf(&mesh.byKind[reqRetrieve]), latencyOf(&mesh.byKind[reqAck])
 	if v, ok := mesh.firstErr.Load().(string); ok && ph.FirstError == "" {
 		ph.FirstError = v
 	}

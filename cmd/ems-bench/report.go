@@ -33,6 +33,9 @@ type phase struct {
 	MeshRequestMS    latency `json:"mesh_request_latency_ms"`
 	MeshRequests     uint64  `json:"mesh_requests"`
 	MeshPolls        int64   `json:"mesh_inbox_lists"`
+	MeshListMS       latency `json:"mesh_list_latency_ms"`
+	MeshRetrieveMS   latency `json:"mesh_retrieve_latency_ms"`
+	MeshAckMS        latency `json:"mesh_ack_latency_ms"`
 	WebhookInvalid   int64   `json:"webhook_bad_signatures"`
 	Foreign          int64   `json:"deliveries_not_published_by_run"`
 	Note             string  `json:"note,omitempty"`
@@ -137,6 +140,9 @@ func (r *report) printTable(w io.Writer) {
 	row("MESH inbox lists", func(p *phase) float64 { return float64(p.MeshPolls) }, "%.0f")
 	row("MESH request p50 ms", func(p *phase) float64 { return p.MeshRequestMS.P50 }, "%.2f")
 	row("MESH request p99 ms", func(p *phase) float64 { return p.MeshRequestMS.P99 }, "%.2f")
+	row("MESH list p50 ms", func(p *phase) float64 { return p.MeshListMS.P50 }, "%.2f")
+	row("MESH retrieve p50 ms", func(p *phase) float64 { return p.MeshRetrieveMS.P50 }, "%.2f")
+	row("MESH acknowledge p50 ms", func(p *phase) float64 { return p.MeshAckMS.P50 }, "%.2f")
 	tw.Flush()
 	fmt.Fprintf(w, "emsd process: %.2f CPU cores over warm-up and window, peak RSS %.0f MiB; at the end RSS %.0f MiB of which anonymous %.0f MiB (the rest is file-backed, mostly the bbolt map)\n",
 		e.CPUCores, e.PeakRSSMiB, e.RSSMiB, e.AnonMiB)
