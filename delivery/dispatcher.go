@@ -273,8 +273,20 @@ func (d *Dispatcher) blocked(j *Job, now time.Time) (blocked bool, wake <-chan s
 		hold = min(st.next.Sub(now)+50*time.Millisecond, 30*time.Second)
 		return true, nil, hold + time.Duration(d.o.Rand()*float64(50*time.Millisecond))
 	}
+	// Only the next few park in memory; a long backlog for one patient
+	// goes back to JetStream, paced by its place in the queue, so that it
+	// cannot fill the consumer's ack-pending window and stall everyone.
+	pos, _ := slices.BinarySearch(st.seqs, j.EventSeq)
+	if pos > maxParkedPerKey {
+		hold = min(time.Duration(pos)*10*time.Millisecond, 10*time.Second)
+		return true, nil, hold + time.Duration(d.o.Rand()*float64(hold/4))
+	}
 	return true, st.changed, 0
 }
+
+// maxParkedPerKey is how many of one patient's later jobs wait in memory
+// behind the job in flight.
+const maxParkedPerKey = 32
 
 func (d *Dispatcher) endpoint(j *Job) *endpointState {
 	tok := EndpointToken(j.Channel, j.Endpoint)
@@ -399,6 +411,14 @@ func (d *Dispatcher) waitTurn(ctx context.Context, msg jetstream.Msg, j *Job) bo
 		}
 		select {
 		case <-wake:
+			// The head moved: patience starts again.
+			if !giveUp.Stop() {
+				select {
+				case <-giveUp.C:
+				default:
+				}
+			}
+			giveUp.Reset(5 * time.Second)
 		case <-t.C:
 			_ = msg.InProgress()
 		case <-giveUp.C:
