@@ -444,3 +444,25 @@ func TestDeadEndpointDoesNotDelayHealthy(t *testing.T) {
 	}
 	t.Logf("healthy endpoint: %d deliveries in %v beside a dead endpoint (%d attempts there)", len(nhss), elapsed, len(dead.all()))
 }
+
+// One patient with a long backlog: only a few jobs park, the rest are
+// paced back by JetStream, and the chain still drains promptly and in order.
+func TestLongBacklogForOnePatient(t *testing.T) {
+	const n = 300
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	nhs := validNHS(4242)
+	e.subscribe(t, "rest-hook", rc.srv.URL, hookCriteria(nhs), "X-Nhs: "+nhs)
+	startPipeline(t, e, fast, BreakerConfig{})
+	for k := range n {
+		emit(t, e.ns.JS, nhs, fmt.Sprintf("long-%04d", k), k)
+	}
+	start := time.Now()
+	waitFor(t, "the backlog to drain", func() bool { return len(rc.delivered()) >= n })
+	for i, g := range rc.delivered() {
+		if want := fmt.Sprintf("long-%04d", i); g.event != want {
+			t.Fatalf("delivery %d is %s, want %s", i, g.event, want)
+		}
+	}
+	t.Logf("%d events for one patient delivered in order in %v", n, time.Since(start))
+}
