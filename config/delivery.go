@@ -87,6 +87,10 @@ type Breaker struct {
 	Failures    int           `yaml:"failures"`
 	Cooldown    time.Duration `yaml:"cooldown"`
 	MaxCooldown time.Duration `yaml:"max_cooldown"`
+	// Window and FailurePercent also open it when that share of the last
+	// Window attempts failed.
+	Window         int `yaml:"window"`
+	FailurePercent int `yaml:"failure_percent"`
 }
 
 // DefaultDelivery retries webhooks for 24 hours.
@@ -97,7 +101,7 @@ func DefaultDelivery() Delivery {
 		Retry: Retry{Initial: 10 * time.Second, Max: time.Hour, Multiplier: 2, MaxAttempts: 100,
 			MaxAge: 24 * time.Hour, RetryAfterMax: time.Hour},
 		Concurrency:   4,
-		Breaker:       Breaker{Failures: 5, Cooldown: 30 * time.Second, MaxCooldown: 10 * time.Minute},
+		Breaker:       Breaker{Failures: 5, Cooldown: 30 * time.Second, MaxCooldown: 10 * time.Minute, Window: 20, FailurePercent: 50},
 		FanoutWorkers: 4,
 	}
 }
@@ -172,6 +176,12 @@ func (d Delivery) validate(v *validator) {
 	v.positive("delivery.breaker.cooldown", d.Breaker.Cooldown)
 	if d.Breaker.MaxCooldown < d.Breaker.Cooldown {
 		v.add("delivery.breaker.max_cooldown", "must not be below cooldown")
+	}
+	if d.Breaker.Window < 1 {
+		v.add("delivery.breaker.window", "must be at least 1")
+	}
+	if d.Breaker.FailurePercent < 1 || d.Breaker.FailurePercent > 100 {
+		v.add("delivery.breaker.failure_percent", "must be from 1 to 100")
 	}
 	eps := make([]string, 0, len(d.Endpoints))
 	for ep := range d.Endpoints {

@@ -24,6 +24,10 @@ type BreakerConfig struct {
 	// Cooldown before a half-open probe (default 30 s); doubles each time
 	// a probe fails, up to MaxCooldown (default 10 min).
 	Cooldown, MaxCooldown time.Duration
+	// Window and FailurePercent also open the breaker when at least
+	// FailurePercent of the last Window attempts failed (defaults 20 and
+	// 50): an endpoint failing every other request never fails N in a row.
+	Window, FailurePercent int
 }
 
 // breaker stops hammering a dead endpoint: while open, jobs wait (without
@@ -37,6 +41,9 @@ type breaker struct {
 	until    time.Time // open until
 	probing  bool
 	onChange func(BreakerState)
+	recent   []bool // ring of the last Window outcomes, true = failure
+	next     int
+	filled   int
 }
 
 func newBreaker(cfg BreakerConfig, onChange func(BreakerState)) *breaker {
@@ -49,7 +56,13 @@ func newBreaker(cfg BreakerConfig, onChange func(BreakerState)) *breaker {
 	if cfg.MaxCooldown < cfg.Cooldown {
 		cfg.MaxCooldown = max(10*time.Minute, cfg.Cooldown)
 	}
-	return &breaker{cfg: cfg, cooldown: cfg.Cooldown, onChange: onChange}
+	if cfg.Window <= 0 {
+		cfg.Window = 20
+	}
+	if cfg.FailurePercent <= 0 {
+		cfg.FailurePercent = 50
+	}
+	return &breaker{cfg: cfg, cooldown: cfg.Cooldown, onChange: onChange, recent: make([]bool, cfg.Window)}
 }
 
 // Allow says whether an attempt may go now; if not, wait is how long until
@@ -79,9 +92,15 @@ func (b *breaker) Allow(now time.Time) (ok bool, wait time.Duration) {
 func (b *breaker) Record(success bool, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.recent[b.next] = !success
+	b.next = (b.next + 1) % len(b.recent)
+	b.filled = min(b.filled+1, len(b.recent))
 	if success {
 		b.failures, b.probing, b.cooldown = 0, false, b.cfg.Cooldown
 		if b.state != Closed {
+			// A recovered endpoint starts with a clean window.
+			clear(b.recent)
+			b.filled = 0
 			b.set(Closed)
 		}
 		return
@@ -93,10 +112,24 @@ func (b *breaker) Record(success bool, now time.Time) {
 		b.cooldown = min(b.cooldown*2, b.cfg.MaxCooldown)
 		b.until = now.Add(b.cooldown)
 		b.set(Open)
-	case b.state == Closed && b.failures >= b.cfg.Failures:
+	case b.state == Closed && (b.failures >= b.cfg.Failures || b.rateExceeded()):
 		b.until = now.Add(b.cooldown)
 		b.set(Open)
 	}
+}
+
+// rateExceeded: the window is full and too many of it failed.
+func (b *breaker) rateExceeded() bool {
+	if b.filled < len(b.recent) {
+		return false
+	}
+	failed := 0
+	for _, f := range b.recent {
+		if f {
+			failed++
+		}
+	}
+	return failed*100 >= b.cfg.FailurePercent*len(b.recent)
 }
 
 // State returns the current state.
@@ -125,6 +158,8 @@ func (b *breaker) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.failures, b.probing, b.cooldown = 0, false, b.cfg.Cooldown
+	clear(b.recent)
+	b.filled = 0
 	if b.state != Closed {
 		b.set(Closed)
 	}

@@ -56,3 +56,19 @@ func TestBreaker(t *testing.T) {
 		}
 	}
 }
+
+func TestBreakerFailureRate(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := newBreaker(BreakerConfig{Failures: 100, Cooldown: time.Second, Window: 10, FailurePercent: 50}, nil)
+	// Alternating failures never make 100 in a row, but half of the window.
+	for i := range 9 {
+		b.Record(i%2 == 0, t0)
+		if b.State() != Closed {
+			t.Fatalf("opened before the window filled (after %d)", i+1)
+		}
+	}
+	b.Record(false, t0) // 10th: 5 of 10 failed
+	if b.State() != Open {
+		t.Fatal("a 50 % failure rate over the window must open")
+	}
+}
