@@ -77,6 +77,10 @@ type Log struct {
 // Subject is the subject a change log stream carries.
 func Subject(stream string) string { return "ems.cluster." + stream }
 
+// SnapshotObject is the name of the latest snapshot in the bucket; its
+// metadata "seq" is the change log sequence it contains.
+const SnapshotObject = "subscriptions"
+
 // SnapshotBucket is the object store holding a change log's snapshots.
 func SnapshotBucket(stream string) string { return stream + "_SNAPSHOTS" }
 
