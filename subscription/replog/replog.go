@@ -411,6 +411,7 @@ func (l *Log) TakeSnapshot(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	size := buf.Len()
 	var prev uint64
 	if info, err := l.obs.GetInfo(ctx, snapshotName); err == nil {
 		prev, _ = strconv.ParseUint(info.Metadata[metaSeq], 10, 64)
@@ -432,7 +433,7 @@ func (l *Log) TakeSnapshot(ctx context.Context) (uint64, error) {
 		}
 	}
 	l.lastSnap.Store(max(l.lastSnap.Load(), seq))
-	l.log.Info("subscription snapshot stored", "seq", seq, "bytes", buf.Len())
+	l.log.Info("subscription snapshot stored", "seq", seq, "bytes", size)
 	return seq, nil
 }
 
