@@ -126,6 +126,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	nc, err := connectNATS(natsOptions{
 		URLs:            cfg.NATS.Servers(),
 		CredentialsFile: cfg.NATS.CredentialsFile,
+		Token:           cfg.NATS.Token.Value(),
 		StoreDir:        cfg.NATS.Embedded.StoreDir,
 		ClientListen:    cfg.NATS.Embedded.ClientListen,
 		SyncAlways:      cfg.NATS.Embedded.Sync == config.SyncAlways,

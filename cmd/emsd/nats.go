@@ -18,6 +18,7 @@ type natsOptions struct {
 	// URLs of an external NATS cluster; empty starts the embedded server.
 	URLs            []string
 	CredentialsFile string
+	Token           string
 
 	// Embedded server settings.
 	StoreDir     string
@@ -63,6 +64,9 @@ func connectNATS(o natsOptions, log *slog.Logger) (*natsConn, error) {
 	if len(o.URLs) > 0 {
 		if o.CredentialsFile != "" {
 			connOpts = append(connOpts, nats.UserCredentials(o.CredentialsFile))
+		}
+		if o.Token != "" {
+			connOpts = append(connOpts, nats.Token(o.Token))
 		}
 		nc, err := nats.Connect(strings.Join(o.URLs, ","), connOpts...)
 		if err != nil {
