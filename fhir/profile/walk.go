@@ -137,10 +137,7 @@ func (w *walker) typeProfile(def *rules.Element, typ string) *rules.Profile {
 			}
 		}
 	}
-	if u := w.v.set.Types[typ]; u != "" {
-		return w.v.set.Profiles[u]
-	}
-	return nil
+	return w.v.typeProfiles[typ]
 }
 
 func (w *walker) invariants(n *fhir.Node, def *rules.Element, at fhir.Path) {
