@@ -23,7 +23,8 @@ import (
 // Ten thousand clients polling on a timer would spend the two cores on
 // empty polls, so a mailbox is polled only while the load generator knows
 // a delivery to it is outstanding: the publisher marks it, a consumer
-// drains it and polls again every pollEvery until nothing is outstanding.
+// drains it and polls again every poll interval until nothing is
+// outstanding.
 type meshConsumers struct {
 	base     string
 	pop      *population
@@ -39,6 +40,7 @@ type meshConsumers struct {
 	polls    atomic.Int64 // inbox lists
 	// byKind splits the requests: inbox list, retrieve, acknowledge.
 	byKind [3]histogram
+	poll   time.Duration
 }
 
 const (
@@ -54,10 +56,8 @@ type mailboxState struct {
 	count   int
 }
 
-const pollEvery = 20 * time.Millisecond
-
-func startMeshConsumers(ctx context.Context, base string, pop *population, tr *tracker, n int) *meshConsumers {
-	m := &meshConsumers{base: base, pop: pop, tr: tr, client: newClient(n),
+func startMeshConsumers(ctx context.Context, base string, pop *population, tr *tracker, n int, poll time.Duration) *meshConsumers {
+	m := &meshConsumers{base: base, pop: pop, tr: tr, client: newClient(n), poll: poll,
 		state: make([]mailboxState, pop.mailboxes), queue: make(chan int, pop.mailboxes)}
 	for i := range m.state {
 		m.state[i].nonce = strconv.FormatInt(time.Now().UnixNano()+int64(i), 36)
@@ -98,7 +98,7 @@ func (m *meshConsumers) run(ctx context.Context) {
 				if got > 0 {
 					m.wake(e)
 				} else {
-					time.AfterFunc(pollEvery, func() { m.wake(e) })
+					time.AfterFunc(m.poll, func() { m.wake(e) })
 				}
 			}
 		}

@@ -38,6 +38,7 @@ type options struct {
 	duration, warmup, drain      time.Duration
 	rate                         float64
 	concurrency, meshConsumers   int
+	meshPoll                     time.Duration
 	format, sync                 string
 	examples, emsd, dataDir      string
 	server, admin, adminToken    string
@@ -71,6 +72,7 @@ func run() int {
 	flag.Float64Var(&o.rate, "rate", 0, "events/s to publish at (0: flat out)")
 	flag.IntVar(&o.concurrency, "c", 32, "concurrent publishers")
 	flag.IntVar(&o.meshConsumers, "mesh-consumers", 16, "concurrent MESH consumers")
+	flag.DurationVar(&o.meshPoll, "mesh-poll", 50*time.Millisecond, "how often a consumer re-lists a mailbox that still has a delivery outstanding")
 	flag.Float64Var(&o.perPatient, "subs-per-patient", 2, "explicit subscriptions per patient: about the deliveries each event causes")
 	flag.StringVar(&o.format, "format", "mix", "bundle format: xml, json or mix")
 	flag.StringVar(&o.sync, "sync", "interval", "JetStream durability for emsd and the baseline: interval or always")
@@ -252,7 +254,7 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 	hooks.setTracker(tr)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	mesh := startMeshConsumers(cctx, srv.base, pop, tr, o.meshConsumers)
+	mesh := startMeshConsumers(cctx, srv.base, pop, tr, o.meshConsumers, o.meshPoll)
 	lc.url, lc.progressName = srv.base+"/STU3/Events/1/$process-message", "emsd"
 	accepted := func(pt int) int {
 		w := pop.want[pt]
@@ -306,7 +308,7 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 func (o options) describe() map[string]any {
 	return map[string]any{"subs": o.subs, "explicit_pct": o.explicitPct, "endpoints": o.endpoints, "webhook_pct": o.webhookPct,
 		"duration": o.duration.String(), "warmup": o.warmup.String(), "rate": o.rate, "concurrency": o.concurrency,
-		"mesh_consumers": o.meshConsumers, "subs_per_patient": o.perPatient, "format": o.format, "sync": o.sync, "api_subs": o.apiSubs, "smoke": o.smoke}
+		"mesh_consumers": o.meshConsumers, "mesh_poll": o.meshPoll.String(), "subs_per_patient": o.perPatient, "format": o.format, "sync": o.sync, "api_subs": o.apiSubs, "smoke": o.smoke}
 }
 
 func machine() string {
