@@ -157,9 +157,18 @@ func writeFrame(w *bufio.Writer, tag byte, k, v []byte) error {
 // length cannot ask for gigabytes.
 const maxFrame = 16 << 20
 
+// restoreBatch is how many records one restore transaction writes: one
+// transaction for a whole 100k-subscription snapshot holds every dirty
+// page in memory and spends its time rebalancing at commit.
+const restoreBatch = 5000
+
 // Restore replaces every subscription, its history and the sequence with a
-// snapshot's, and recomputes the indexes, in one transaction. Watchers are
-// not told: restore before anything reads the store (a node joining).
+// snapshot's, indexing as it goes, in transactions of restoreBatch
+// records. The first transaction empties the store and sets its sequence
+// to 0 and only the last one sets the snapshot's sequence, so a restore
+// cut short leaves a view that is visibly behind (and is restored again),
+// never a partial one claiming to be current. Watchers are not told:
+// restore before anything reads the store (a node joining).
 func (s *Store) Restore(r io.Reader) (uint64, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	head := make([]byte, len(snapshotMagic)+8)
@@ -170,54 +179,72 @@ func (s *Store) Restore(r io.Reader) (uint64, error) {
 		return 0, errors.New("reading subscription snapshot: not a snapshot")
 	}
 	seq := binary.BigEndian.Uint64(head[len(snapshotMagic):])
+	fail := func(err error) (uint64, error) {
+		return 0, fmt.Errorf("restoring subscription snapshot at %d: %w", seq, err)
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketSubs, bucketHistory} {
-			if err := tx.DeleteBucket(b); err != nil {
-				return err
+		for _, b := range append([][]byte{bucketSubs, bucketHistory}, indexBuckets...) {
+			if tx.Bucket(b) != nil {
+				if err := tx.DeleteBucket(b); err != nil {
+					return err
+				}
 			}
-			nb, err := tx.CreateBucket(b)
-			if err != nil {
-				return err
-			}
-			nb.FillPercent = fillAppend
-		}
-		subs, hist := tx.Bucket(bucketSubs), tx.Bucket(bucketHistory)
-		subs.FillPercent, hist.FillPercent = fillAppend, fillAppend
-		for {
-			tag, err := br.ReadByte()
-			if err != nil {
-				return fmt.Errorf("truncated: %w", err)
-			}
-			if tag == snapEnd {
-				break
-			}
-			k, err := readFrame(br)
-			if err != nil {
-				return err
-			}
-			v, err := readFrame(br)
-			if err != nil {
-				return err
-			}
-			switch tag {
-			case snapSub:
-				err = subs.Put(k, v)
-			case snapHistory:
-				err = hist.Put(k, v)
-			default:
-				err = fmt.Errorf("unknown frame %d", tag)
-			}
-			if err != nil {
+			if _, err := tx.CreateBucket(b); err != nil {
 				return err
 			}
 		}
-		if err := rebuildIndexes(tx); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(keySeq, u64(seq))
+		return tx.Bucket(bucketMeta).Put(keySeq, u64(0))
 	})
 	if err != nil {
-		return 0, fmt.Errorf("restoring subscription snapshot at %d: %w", seq, err)
+		return fail(err)
+	}
+	for done := false; !done; {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			subs, hist := tx.Bucket(bucketSubs), tx.Bucket(bucketHistory)
+			subs.FillPercent, hist.FillPercent = fillAppend, fillAppend
+			for range restoreBatch {
+				tag, err := br.ReadByte()
+				if err != nil {
+					return fmt.Errorf("truncated: %w", err)
+				}
+				if tag == snapEnd {
+					done = true
+					return tx.Bucket(bucketMeta).Put(keySeq, u64(seq))
+				}
+				k, err := readFrame(br)
+				if err != nil {
+					return err
+				}
+				v, err := readFrame(br)
+				if err != nil {
+					return err
+				}
+				switch tag {
+				case snapSub:
+					sub, err := decodeSubscription(v)
+					if err != nil {
+						return fmt.Errorf("subscription %s: %w", k, err)
+					}
+					if err := subs.Put(k, v); err != nil {
+						return err
+					}
+					err = index(tx, sub)
+					if err != nil {
+						return err
+					}
+				case snapHistory:
+					if err := hist.Put(k, v); err != nil {
+						return err
+					}
+				default:
+					return fmt.Errorf("unknown frame %d", tag)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fail(err)
+		}
 	}
 	return seq, nil
 }
