@@ -215,10 +215,10 @@ func post(ctx context.Context, client *http.Client, url, ct string, body []byte)
 
 // waitDelivered waits until the window's expected deliveries have all
 // arrived, or timeout; it returns how long after the window they took.
-func waitDelivered(tr *tracker, want int64, timeout time.Duration, name string) bool {
+func waitDelivered(ctx context.Context, tr *tracker, want int64, timeout time.Duration, name string) bool {
 	deadline := time.Now().Add(timeout)
 	for tr.deliveries.Load() < want {
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
 		progressf("%s: draining deliveries %d/%d", name, tr.deliveries.Load(), want)

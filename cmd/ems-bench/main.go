@@ -36,6 +36,7 @@ type options struct {
 	webhookPct, perPatient       float64
 	apiSubs, apiConc             int
 	duration, warmup, drain      time.Duration
+	baselineDuration             time.Duration
 	rate                         float64
 	concurrency, meshConsumers   int
 	meshPoll                     time.Duration
@@ -68,6 +69,7 @@ func run() int {
 	flag.IntVar(&o.apiConc, "api-concurrency", 8, "concurrent Subscription API clients")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "measured publishing time per phase")
 	flag.DurationVar(&o.warmup, "warmup", 5*time.Second, "unmeasured publishing before each phase")
+	flag.DurationVar(&o.baselineDuration, "baseline-duration", 0, "measured publishing time of the baseline phase (default: --duration)")
 	flag.DurationVar(&o.drain, "drain-timeout", 60*time.Second, "how long to wait for outstanding deliveries after publishing")
 	flag.Float64Var(&o.rate, "rate", 0, "events/s to publish at (0: flat out)")
 	flag.IntVar(&o.concurrency, "c", 32, "concurrent publishers")
@@ -237,10 +239,13 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 			return nil, err
 		}
 		lc.url, lc.progressName = bl.url, "baseline"
+		if o.baselineDuration > 0 {
+			lc.dur = o.baselineDuration
+		}
 		load := loadAvg()
 		before, _ := readProc(os.Getpid())
 		res := runLoad(ctx, lc, tmpls, tr, func(int) int { return 1 })
-		complete := waitDelivered(tr, res.expected.Load(), o.drain, "baseline")
+		complete := waitDelivered(ctx, tr, res.expected.Load(), o.drain, "baseline")
 		after, _ := readProc(os.Getpid())
 		progressDone()
 		ph := summarise(res, tr, complete, load)
@@ -248,6 +253,7 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 		ph.CPUCores = (after.cpu - before.cpu).Seconds() / (o.warmup + o.duration).Seconds()
 		rep.Baseline = ph
 		bl.stop()
+		lc.dur = o.duration
 	}
 
 	tr := newTracker(newIDs())
@@ -276,7 +282,7 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 	before, _ := readProc(srv.pid)
 	res := runLoad(ctx, lc, tmpls, tr, accepted)
 	after, perr := readProc(srv.pid)
-	complete := waitDelivered(tr, res.expected.Load(), o.drain, "emsd")
+	complete := waitDelivered(ctx, tr, res.expected.Load(), o.drain, "emsd")
 	progressDone()
 	ph := summarise(res, tr, complete, load)
 	if perr == nil {
@@ -307,7 +313,7 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 
 func (o options) describe() map[string]any {
 	return map[string]any{"subs": o.subs, "explicit_pct": o.explicitPct, "endpoints": o.endpoints, "webhook_pct": o.webhookPct,
-		"duration": o.duration.String(), "warmup": o.warmup.String(), "rate": o.rate, "concurrency": o.concurrency,
+		"duration": o.duration.String(), "baseline_duration": o.baselineDuration.String(), "warmup": o.warmup.String(), "rate": o.rate, "concurrency": o.concurrency,
 		"mesh_consumers": o.meshConsumers, "mesh_poll": o.meshPoll.String(), "subs_per_patient": o.perPatient, "format": o.format, "sync": o.sync, "api_subs": o.apiSubs, "smoke": o.smoke}
 }
 
