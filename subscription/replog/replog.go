@@ -277,7 +277,10 @@ func (l *Log) Start(ctx context.Context, store *subscription.Store) (Ready, erro
 	if snap, err := l.obs.GetInfo(ctx, snapshotName); err == nil {
 		seq, _ := strconv.ParseUint(snap.Metadata[metaSeq], 10, 64)
 		l.lastSnap.Store(seq)
-		if seq > local {
+		// Restore when the log no longer reaches back to the view, or
+		// when the view is more than an interval behind the snapshot (a
+		// new node): replaying a few entries beats rewriting everything.
+		if seq > local && (local+1 < first || seq-local >= uint64(max(l.opts.SnapshotEvery, 1))) {
 			res, err := l.obs.Get(ctx, snapshotName)
 			if err != nil {
 				return r, fmt.Errorf("reading snapshot: %w", err)
