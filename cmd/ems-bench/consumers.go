@@ -54,7 +54,14 @@ type mailboxState struct {
 	queued  atomic.Bool  // in the queue or being drained
 	nonce   string
 	count   int
+	empty   int // consecutive empty lists, for the poll back-off
 }
+
+// maxPollBackoff caps the back-off of a mailbox whose expected delivery
+// has not arrived: when fan-out lags, thousands of mailboxes are waiting,
+// and polling each every --mesh-poll spent the server's CPU on empty
+// inbox scans instead of on the fan-out they were waiting for.
+const maxPollBackoff = time.Second
 
 func startMeshConsumers(ctx context.Context, base string, pop *population, tr *tracker, n int, poll time.Duration) *meshConsumers {
 	m := &meshConsumers{base: base, pop: pop, tr: tr, client: newClient(n), poll: poll,
@@ -93,12 +100,18 @@ func (m *meshConsumers) run(ctx context.Context) {
 				m.firstErr.CompareAndSwap(nil, err.Error())
 			}
 			st := &m.state[e]
+			if got > 0 {
+				st.empty = 0
+			} else {
+				st.empty = min(st.empty+1, 16)
+			}
+			delay := min(m.poll<<max(st.empty-1, 0), maxPollBackoff)
 			st.queued.Store(false)
 			if st.pending.Load() > 0 {
 				if got > 0 {
 					m.wake(e)
 				} else {
-					time.AfterFunc(m.poll, func() { m.wake(e) })
+					time.AfterFunc(delay, func() { m.wake(e) })
 				}
 			}
 		}
