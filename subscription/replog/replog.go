@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -281,12 +282,7 @@ func (l *Log) Start(ctx context.Context, store *subscription.Store) (Ready, erro
 		// when the view is more than an interval behind the snapshot (a
 		// new node): replaying a few entries beats rewriting everything.
 		if seq > local && (local+1 < first || seq-local >= uint64(max(l.opts.SnapshotEvery, 1))) {
-			res, err := l.obs.Get(ctx, snapshotName)
-			if err != nil {
-				return r, fmt.Errorf("reading snapshot: %w", err)
-			}
-			got, err := store.Restore(res)
-			_ = res.Close()
+			got, err := l.restore(ctx, store)
 			if err != nil {
 				return r, err
 			}
@@ -308,6 +304,24 @@ func (l *Log) Start(ctx context.Context, store *subscription.Store) (Ready, erro
 	}
 	r.Applied, r.Duration = l.Applied(), time.Since(began)
 	return r, nil
+}
+
+// restore downloads the latest snapshot to a temporary file, then restores
+// it: reading the object while bbolt commits would stall the object
+// store's consumer until it times out.
+func (l *Log) restore(ctx context.Context, store *subscription.Store) (uint64, error) {
+	f, err := os.CreateTemp("", "ems-snapshot-*")
+	if err != nil {
+		return 0, fmt.Errorf("downloading snapshot: %w", err)
+	}
+	defer func() { _ = f.Close(); _ = os.Remove(f.Name()) }()
+	if err := l.obs.GetFile(ctx, snapshotName, f.Name()); err != nil {
+		return 0, fmt.Errorf("downloading snapshot: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return store.Restore(f)
 }
 
 // follow applies the log from seq on, in batches of whatever has arrived,
