@@ -280,7 +280,10 @@ func newScalePopulation(ref scaleRefData, n int) scalePopulation {
 			p.gpSubICBs = append(p.gpSubICBs, s)
 		}
 	}
-	p.las = ref.las[:share(len(ref.las))]
+	// At least two LAs, so that a change of address can move between two
+	// LAs (and two sub-ICBs) at every size, as it does at 1M: otherwise
+	// the small store's events match fewer subscriptions.
+	p.las = ref.las[:min(len(ref.las), max(2, share(len(ref.las))))]
 	clear(seen)
 	for _, la := range p.las {
 		if s := 1 + la%106; !seen[s] { // writeNSPL's sub-ICB of an LA
@@ -444,14 +447,14 @@ type scaleEvent struct {
 }
 
 // scaleEvents builds count change-of-address events from the fixture
-// bundle, each for a patient of the pool, moving between two postcodes of
-// covered LAs, registered with a covered practice (recorded in demo, as
+// bundle, each for a patient of the pool, moving between postcodes of two
+// different covered LAs, registered with a covered practice (recorded in demo, as
 // the change-of-address bundle does not carry the practice).
 func scaleEvents(t *testing.T, demo *DemographicsStore, p scalePopulation, count int) []scaleEvent {
 	t.Helper()
 	r := rand.New(rand.NewPCG(uint64(p.n), 9))
-	postcode := func() string {
-		ks := p.ref.districtsByLA[p.las[r.IntN(len(p.las))]]
+	postcode := func(la int) string {
+		ks := p.ref.districtsByLA[p.las[la]]
 		out, _ := district(ks[r.IntN(len(ks))])
 		return out + " " + inward(r.IntN(2000))
 	}
@@ -459,7 +462,10 @@ func scaleEvents(t *testing.T, demo *DemographicsStore, p scalePopulation, count
 	evs := make([]scaleEvent, 0, count)
 	for range count {
 		nhs := scaleNHS(r.IntN(p.patients))
-		newPC, oldPC := postcode(), postcode()
+		// The move is between two different LAs at every size.
+		from := r.IntN(len(p.las))
+		to := (from + 1 + r.IntN(max(1, len(p.las)-1))) % len(p.las)
+		newPC, oldPC := postcode(to), postcode(from)
 		if err := demo.Put(Patient{NHSNumber: nhs, GPPractice: scalePractice(p.practices[r.IntN(len(p.practices))]), Registered: &reg,
 			Postcode: oldPC, BirthDate: "2019-10-02"}); err != nil {
 			t.Fatal(err)
