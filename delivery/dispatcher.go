@@ -69,6 +69,11 @@ type DispatcherOptions struct {
 	Metrics    *Metrics
 	Now        func() time.Time
 	Rand       func() float64
+	// Unordered turns per-(endpoint, patient) ordering off. Cluster mode
+	// sets it: the ordering index is per node and assumes a job given
+	// back to JetStream comes back to the same node, so with several
+	// nodes it livelocks (docs/cluster.md, "Delivery across nodes").
+	Unordered bool
 }
 
 // Dispatcher sends webhook jobs.
@@ -154,9 +159,11 @@ func NewDispatcher(ctx context.Context, o DispatcherOptions) (*Dispatcher, error
 	if err != nil {
 		return nil, fmt.Errorf("creating webhook consumer on %s: %w", o.DeliveriesStream, err)
 	}
-	order, err := o.Log.pendingOrder()
-	if err != nil {
-		return nil, fmt.Errorf("loading the ordering index: %w", err)
+	order := map[string][]uint64{}
+	if !o.Unordered {
+		if order, err = o.Log.pendingOrder(); err != nil {
+			return nil, fmt.Errorf("loading the ordering index: %w", err)
+		}
 	}
 	states := map[string]*orderState{}
 	for k, seqs := range order {
@@ -202,8 +209,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return nil
 }
 
+// orderKey is j's ordering key, or "" when ordering is off.
+func (d *Dispatcher) orderKey(j *Job) string {
+	if d.o.Unordered {
+		return ""
+	}
+	return j.OrderKey()
+}
+
 func (d *Dispatcher) enter(j *Job) {
-	k := j.OrderKey()
+	k := d.orderKey(j)
 	if k == "" {
 		return
 	}
@@ -220,7 +235,7 @@ func (d *Dispatcher) enter(j *Job) {
 }
 
 func (d *Dispatcher) leave(j *Job) {
-	k := j.OrderKey()
+	k := d.orderKey(j)
 	if k == "" {
 		return
 	}
@@ -242,7 +257,7 @@ func (d *Dispatcher) leave(j *Job) {
 
 // retryAt records when the head of j's order key tries again.
 func (d *Dispatcher) retryAt(j *Job, next time.Time) {
-	k := j.OrderKey()
+	k := d.orderKey(j)
 	if k == "" {
 		return
 	}
@@ -259,7 +274,7 @@ func (d *Dispatcher) retryAt(j *Job, next time.Time) {
 // again; if it is waiting for a retry, hold is how long to give this job
 // back to JetStream.
 func (d *Dispatcher) blocked(j *Job, now time.Time) (blocked bool, wake <-chan struct{}, hold time.Duration) {
-	k := j.OrderKey()
+	k := d.orderKey(j)
 	if k == "" {
 		return false, nil, 0
 	}

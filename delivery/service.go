@@ -51,9 +51,12 @@ type Options struct {
 	Breaker       BreakerConfig
 	FanoutWorkers int
 	Replicas      int
-	Registerer    prometheus.Registerer
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// Unordered turns per-(endpoint, patient) webhook ordering off
+	// (cluster mode; see DispatcherOptions.Unordered).
+	Unordered  bool
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Service is the running delivery pipeline and its HTTP faces.
@@ -109,7 +112,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	disp, err := NewDispatcher(ctx, DispatcherOptions{JS: o.JS, Log: dlog, Sender: sender, Statuses: o.Subscriptions,
 		Policy: o.Policy, Concurrency: o.Concurrency, Breaker: o.Breaker, AckWait: webhookAckWait(o.Webhook.Timeout),
-		Logger: o.Logger.With("stage", "webhook"), Metrics: m, Now: o.Now})
+		Logger: o.Logger.With("stage", "webhook"), Metrics: m, Now: o.Now, Unordered: o.Unordered})
 	if err != nil {
 		return nil, err
 	}
