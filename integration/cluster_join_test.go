@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -168,6 +169,17 @@ func TestClusterNodeJoins(t *testing.T) {
 	}
 	st, _ := clusterStatusOf(t, c)
 	t.Logf("status from c: change log at %d, nodes %+v", st.Cluster.ChangeLog.LastSeq, st.Cluster.Nodes)
+	// emsctl status shows the nodes.
+	out := newCtl(t, c).ok("status")
+	if !contains(out, "cluster: this node c,") || !contains(out, "NODE") {
+		t.Errorf("emsctl status shows no cluster section:\n%s", out)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		if !contains(out, "\n"+name+" ") {
+			t.Errorf("emsctl status lists no node %s:\n%s", name, out)
+		}
+	}
+	t.Logf("emsctl status (cluster part):\n%s", out[strings.Index(out, "cluster:"):])
 }
 
 // TestClusterThroughput compares publish throughput through one emsd node

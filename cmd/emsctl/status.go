@@ -45,6 +45,26 @@ type serviceStatus struct {
 		Messages uint64 `json:"messages"`
 	} `json:"inboxes"`
 	DeadLetters uint64 `json:"deadLetters"`
+	// Cluster is present when emsd runs in cluster mode (docs/cluster.md).
+	Cluster *struct {
+		Node string `json:"node"`
+		NATS struct {
+			ConnectedServer string `json:"connectedServer"`
+			Cluster         string `json:"cluster"`
+		} `json:"nats"`
+		ChangeLog struct {
+			Stream  string `json:"stream"`
+			LastSeq uint64 `json:"lastSeq"`
+		} `json:"changeLog"`
+		Nodes []struct {
+			Name       string    `json:"name"`
+			Applied    uint64    `json:"applied"`
+			Lag        uint64    `json:"lag"`
+			LastSeen   time.Time `json:"lastSeen"`
+			NATSServer string    `json:"natsServer"`
+			Error      string    `json:"error"`
+		} `json:"nodes"`
+	} `json:"cluster"`
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -110,7 +130,17 @@ func describeStatus(w io.Writer, p painter, st *serviceStatus) error {
 	for _, x := range st.Inboxes {
 		in.add(x.Mailbox, strconv.FormatUint(x.Messages, 10))
 	}
-	return p.writeTable(w, in)
+	if err := p.writeTable(w, in); err != nil || st.Cluster == nil {
+		return err
+	}
+	k := st.Cluster
+	fmt.Fprintf(w, "\ncluster: this node %s, NATS server %s of cluster %s, change log %s at %d\n",
+		k.Node, k.NATS.ConnectedServer, k.NATS.Cluster, k.ChangeLog.Stream, k.ChangeLog.LastSeq)
+	n := newTable("NODE", "APPLIED", "LAG", "NATS SERVER", "LAST SEEN", "ERROR")
+	for _, x := range k.Nodes {
+		n.add(x.Name, strconv.FormatUint(x.Applied, 10), strconv.FormatUint(x.Lag, 10), x.NATSServer, ts(x.LastSeen), x.Error)
+	}
+	return p.writeTable(w, n)
 }
 
 // bytesText shows a size in binary units.
