@@ -13,12 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ems-broker/ems/subscription"
 )
 
-// Registrar is the admin mux.
-type Registrar interface {
-	Handle(pattern string, h http.Handler)
-}
+// Registrar is the admin mux, the same one the subscription routes use.
+type Registrar = subscription.Registrar
 
 // AdminOptions configure the operator routes, as for the subscription
 // service's.
