@@ -308,3 +308,48 @@ func TestJSONRefusedWhenDisabled(t *testing.T) {
 		t.Fatalf("status %d", rec.Code)
 	}
 }
+
+// grantOnly is an Authorizer admitting one ASID for one event.
+type grantOnly struct{ asid, ods, event string }
+
+func (g grantOnly) AuthorizePublish(r *http.Request, ev catalog.Event) (Caller, *fhir.Issue) {
+	c := Caller{ASID: r.Header.Get("fromASID"), ODS: g.ods}
+	if c.ASID != g.asid || ev.Code != g.event {
+		return c, &fhir.Issue{Severity: fhir.SeverityError, Code: fhir.AccessDenied, Diagnostics: "not granted"}
+	}
+	return c, nil
+}
+
+// TestAuthorizerDecides shows the handler storing only what its Authorizer
+// admits, with the caller's ODS code on the stored message.
+func TestAuthorizerDecides(t *testing.T) {
+	h, stream := newTestHandler(t, func(o *Options) {
+		o.Authorizer = grantOnly{asid: "200000000118", ods: "RA9", event: "vaccinations-1"}
+	})
+	for _, tt := range []struct {
+		asid, file string
+		status     int
+	}{
+		{"200000000118", "vaccinations-1-new.xml", 202},
+		{"200000000118", "newborn-hearing-1-new.xml", 403},
+		{"999999999999", "vaccinations-1-update.xml", 403},
+	} {
+		hdr := xmlHeader()
+		hdr.Set("fromASID", tt.asid)
+		rec := post(h, bytes.NewReader(readExample(t, tt.file)), hdr, "")
+		if rec.Code != tt.status {
+			t.Fatalf("%s by %s: %d %s", tt.file, tt.asid, rec.Code, rec.Body)
+		}
+	}
+	info, err := stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 || m.Header.Get(fhir.HeaderPublisherODS) != "RA9" {
+		t.Fatalf("stored %d, publisher ODS %q", info.State.Msgs, m.Header.Get(fhir.HeaderPublisherODS))
+	}
+}
