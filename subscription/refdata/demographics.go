@@ -142,7 +142,11 @@ func (d *DemographicsStore) Observe(eventCode string, bundle *fhir.Node) error {
 	if err != nil || !changed {
 		return err
 	}
-	return d.db.Update(func(tx *bolt.Tx) error {
+	// Batch, not Update: the fan-out observes from several workers at once,
+	// and one fsync per event capped it at a few hundred events a second.
+	// The function re-reads under the write transaction, so the re-run that
+	// Batch may make of it is harmless.
+	return d.db.Batch(func(tx *bolt.Tx) error {
 		for _, o := range obs {
 			if o.nhs == "" {
 				continue // nothing to key it by (a mother without a number)
