@@ -3,6 +3,7 @@ package admin
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -147,4 +148,40 @@ func compact(t *testing.T, raw json.RawMessage) string {
 	}
 	b.Write(buf.Bytes())
 	return b.String()
+}
+
+func TestAuditLogAppendAllKeepsOrderAndPrunes(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "a.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	audit, err := NewAuditLog(db, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	if err := audit.Append(Entry{Time: t0, Operator: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []Entry{{Time: t0.Add(2 * time.Hour), Operator: "a"}, {Time: t0.Add(2 * time.Hour), Operator: "b"}, {Time: t0.Add(2 * time.Hour), Operator: "c"}}
+	if err := audit.AppendAll(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.AppendAll(nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := audit.List(time.Time{}, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	var seqs []uint64
+	for _, e := range got {
+		ops, seqs = append(ops, e.Operator), append(seqs, e.Seq)
+	}
+	// Newest first; the hour-old entry was pruned by the batch's newest time.
+	if fmt.Sprint(ops) != "[c b a]" || fmt.Sprint(seqs) != "[4 3 2]" {
+		t.Fatalf("operators %v, seqs %v", ops, seqs)
+	}
 }

@@ -90,9 +90,14 @@ type AuditQueue struct {
 	log     *slog.Logger
 }
 
-// NewAuditQueue starts a writer calling store for each record until ctx
-// ends; the returned wait blocks until queued records are written.
-func NewAuditQueue(ctx context.Context, size int, store func(AuditRecord) error, log *slog.Logger) (*AuditQueue, func()) {
+// auditBatch bounds how many queued records one store call takes.
+const auditBatch = 512
+
+// NewAuditQueue starts a writer handing store every record until ctx ends,
+// several at a time when they queue up faster than one store call (a
+// transaction with its fsync) takes; the returned wait blocks until queued
+// records are written.
+func NewAuditQueue(ctx context.Context, size int, store func([]AuditRecord) error, log *slog.Logger) (*AuditQueue, func()) {
 	if size <= 0 {
 		size = 1024
 	}
@@ -100,18 +105,19 @@ func NewAuditQueue(ctx context.Context, size int, store func(AuditRecord) error,
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		batch := make([]AuditRecord, 0, auditBatch)
 		for {
 			select {
 			case rec := <-q.ch:
-				q.write(store, rec)
+				batch = q.fill(append(batch[:0], rec))
+				q.write(store, batch)
 			case <-ctx.Done():
 				for {
-					select {
-					case rec := <-q.ch:
-						q.write(store, rec)
-					default:
+					batch = q.fill(batch[:0])
+					if len(batch) == 0 {
 						return
 					}
+					q.write(store, batch)
 				}
 			}
 		}
@@ -119,9 +125,23 @@ func NewAuditQueue(ctx context.Context, size int, store func(AuditRecord) error,
 	return q, func() { <-done }
 }
 
-func (q *AuditQueue) write(store func(AuditRecord) error, rec AuditRecord) {
-	if err := store(rec); err != nil {
-		q.log.Error("writing the public audit log failed", "err", err, "asid", rec.ASID, "method", rec.Method, "path", rec.Path, "status", rec.Status)
+// fill adds whatever is queued, without waiting, up to auditBatch.
+func (q *AuditQueue) fill(batch []AuditRecord) []AuditRecord {
+	for len(batch) < auditBatch {
+		select {
+		case rec := <-q.ch:
+			batch = append(batch, rec)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (q *AuditQueue) write(store func([]AuditRecord) error, recs []AuditRecord) {
+	if err := store(recs); err != nil {
+		first := recs[0]
+		q.log.Error("writing the public audit log failed", "err", err, "records", len(recs), "asid", first.ASID, "method", first.Method, "path", first.Path, "status", first.Status)
 	}
 	if n := q.dropped.Swap(0); n > 0 {
 		q.log.Error("public audit records dropped: the queue was full", "dropped", n)

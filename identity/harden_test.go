@@ -196,7 +196,7 @@ func TestAuditQueueDropsInsteadOfBlocking(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	release := make(chan struct{})
 	var stored atomic.Int64
-	q, wait := NewAuditQueue(ctx, 2, func(AuditRecord) error { <-release; stored.Add(1); return nil }, quietLog())
+	q, wait := NewAuditQueue(ctx, 2, func(recs []AuditRecord) error { <-release; stored.Add(int64(len(recs))); return nil }, quietLog())
 	start := time.Now()
 	for i := 0; i < 100; i++ {
 		q.Add(AuditRecord{Path: "/x"})
@@ -207,7 +207,9 @@ func TestAuditQueueDropsInsteadOfBlocking(t *testing.T) {
 	close(release)
 	cancel()
 	wait()
-	if n := stored.Load(); n < 2 || n > 3 {
-		t.Fatalf("%d records stored from a queue of 2 (+1 in flight)", n)
+	// The writer holds one batch (at most the queue's 2 plus the one it
+	// took) while the queue fills again.
+	if n := stored.Load(); n < 2 || n > 5 {
+		t.Fatalf("%d records stored from a queue of 2 (+ a batch in flight)", n)
 	}
 }

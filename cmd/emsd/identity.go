@@ -107,17 +107,21 @@ func publicAudit(ctx context.Context, cfg config.Config, db *bolt.DB, log *slog.
 		return nil, nil, err
 	}
 	qctx, cancel := context.WithCancel(ctx)
-	q, wait := identity.NewAuditQueue(qctx, 4096, func(rec identity.AuditRecord) error {
-		detail, err := json.Marshal(rec)
-		if err != nil {
-			return err
+	q, wait := identity.NewAuditQueue(qctx, 4096, func(recs []identity.AuditRecord) error {
+		entries := make([]admin.Entry, 0, len(recs))
+		for _, rec := range recs {
+			detail, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			who := "public:unidentified"
+			if rec.ASID != "" {
+				who = "asid:" + rec.ASID
+			}
+			entries = append(entries, admin.Entry{Time: rec.Time, Operator: who, Method: rec.Method, Path: rec.Path,
+				Status: rec.Status, Remote: rec.Remote, After: detail})
 		}
-		who := "public:unidentified"
-		if rec.ASID != "" {
-			who = "asid:" + rec.ASID
-		}
-		return store.Append(admin.Entry{Time: rec.Time, Operator: who, Method: rec.Method, Path: rec.Path,
-			Status: rec.Status, Remote: rec.Remote, After: detail})
+		return store.AppendAll(entries)
 	}, log)
 	record = func(rec identity.AuditRecord) {
 		if rec.Path == broker.ProcessMessagePath && rec.Status < 300 {
