@@ -21,7 +21,9 @@ type Delivery struct {
 	// endpoint, keyed by its channel.endpoint (URL).
 	Endpoints map[string]EndpointOverride `yaml:"endpoints"`
 	// FanoutWorkers match events in parallel (events of one patient stay
-	// in order).
+	// in order). Each event waits on disk (the demographics write, the
+	// jobs' JetStream acks) far longer than on CPU, so there are many more
+	// workers than cores: their writes share one fsync.
 	FanoutWorkers int `yaml:"fanout_workers"`
 }
 
@@ -102,7 +104,7 @@ func DefaultDelivery() Delivery {
 			MaxAge: 24 * time.Hour, RetryAfterMax: time.Hour},
 		Concurrency:   4,
 		Breaker:       Breaker{Failures: 5, Cooldown: 30 * time.Second, MaxCooldown: 10 * time.Minute, Window: 20, FailurePercent: 50},
-		FanoutWorkers: 4,
+		FanoutWorkers: 32,
 	}
 }
 

@@ -77,7 +77,7 @@ func NewFanout(ctx context.Context, o FanoutOptions) (*Fanout, error) {
 		o.Durable = "ems-delivery-fanout"
 	}
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = 32
 	}
 	if o.AckWait <= 0 {
 		o.AckWait = 30 * time.Second
