@@ -46,6 +46,7 @@ type options struct {
 	serverPID                    int
 	baseline, smoke              bool
 	cpuprofile, jsonOut          string
+	drainProfile                 string
 	keep                         bool
 	seedCache, hookListen        string
 }
@@ -93,6 +94,7 @@ func run() int {
 	flag.BoolVar(&o.baseline, "baseline", true, "measure the baseline pipeline in the same run")
 	flag.BoolVar(&o.smoke, "smoke", false, "CI smoke run: small and short; exit non-zero on any error or missing delivery")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write emsd's CPU profile over the measured window to this file")
+	flag.StringVar(&o.drainProfile, "drain-cpuprofile", "", "write emsd's CPU profile over the first 10 s of the drain (deliveries only, no publishing) to this file")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file (- for stdout)")
 	flag.Parse()
 	if o.smoke {
@@ -282,6 +284,10 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 	before, _ := readProc(srv.pid)
 	res := runLoad(ctx, lc, tmpls, tr, accepted)
 	after, perr := readProc(srv.pid)
+	drainProfileErr := make(chan error, 1)
+	if o.drainProfile != "" {
+		go func() { drainProfileErr <- srv.captureProfile(ctx, 10, o.drainProfile) }()
+	}
 	complete := waitDelivered(ctx, tr, res.expected.Load(), o.drain, "emsd")
 	progressDone()
 	ph := summarise(res, tr, complete, load)
@@ -304,6 +310,11 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 			rep.ProfileError = err.Error()
 		} else {
 			rep.Profile = o.cpuprofile
+		}
+	}
+	if o.drainProfile != "" {
+		if err := <-drainProfileErr; err != nil {
+			rep.ProfileError = err.Error()
 		}
 	}
 	rep.LoadAfter = loadAvg()
