@@ -73,11 +73,35 @@ type KindVersions struct {
 	Kind     Kind      `json:"kind"`
 	Active   *Version  `json:"active"`
 	Versions []Version `json:"versions"`
+	// Cluster is the cluster's versions of the kind (cluster mode); the
+	// fields above are what this node has loaded.
+	Cluster *ClusterVersions `json:"cluster,omitempty"`
+}
+
+// ClusterVersions is one kind's cluster state, as every node follows it.
+type ClusterVersions struct {
+	Active   uint64    `json:"active"`
+	Previous uint64    `json:"previous"`
+	Versions []Version `json:"versions"`
 }
 
 func (a *admin) kindVersions(k Kind) (KindVersions, error) {
 	vs, err := a.s.store.Versions(k)
 	out := KindVersions{Kind: k, Versions: vs}
+	if c := a.s.cluster; c != nil {
+		st, _, serr := c.state(k)
+		if serr != nil {
+			return out, serr
+		}
+		out.Cluster = &ClusterVersions{Active: st.Active, Previous: st.Previous, Versions: st.Versions}
+		for i := range out.Cluster.Versions {
+			v := &out.Cluster.Versions[i]
+			v.Active, v.Previous = v.Version == st.Active, v.Version == st.Previous
+		}
+		if out.Cluster.Versions == nil {
+			out.Cluster.Versions = []Version{}
+		}
+	}
 	if out.Versions == nil {
 		out.Versions = []Version{}
 	}
@@ -93,7 +117,19 @@ func (a *admin) listAll(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Datasets []KindVersions `json:"datasets"`
 		Active   string         `json:"active"`
+		// Cluster mode: the cluster's active versions, and what every
+		// node has loaded; converged nodes match with the same data.
+		ClusterActive string       `json:"clusterActive,omitempty"`
+		Nodes         []NodeLoaded `json:"nodes,omitempty"`
 	}{Active: a.s.store.Label()}
+	if c := a.s.cluster; c != nil {
+		nodes, err := c.nodes(r.Context())
+		if err != nil {
+			adminError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		out.ClusterActive, out.Nodes = c.activeLabel(), nodes
+	}
 	for _, k := range Kinds {
 		kv, err := a.kindVersions(k)
 		if err != nil {
@@ -196,7 +232,11 @@ func (a *admin) importFile(w http.ResponseWriter, r *http.Request) {
 	}
 	actor := a.opts.Actor(r)
 	if kindName == kindDemographics {
-		n, err := a.s.patients.ImportCSV(r.Context(), body, name)
+		importCSV := a.s.patients.ImportCSV
+		if a.s.shared != nil {
+			importCSV = a.s.shared.ImportCSV
+		}
+		n, err := importCSV(r.Context(), body, name)
 		if err != nil {
 			importError(w, err)
 			return
@@ -208,7 +248,14 @@ func (a *admin) importFile(w http.ResponseWriter, r *http.Request) {
 	}
 	k := Kind(kindName)
 	before := a.activeVersion(k)
-	v, err := a.s.store.Import(r.Context(), k, body, Source{Name: name, Size: max(size, 0), Actor: actor, Activate: activate})
+	src := Source{Name: name, Size: max(size, 0), Actor: actor, Activate: activate}
+	var v Version
+	var err error
+	if a.s.cluster != nil {
+		v, err = a.s.cluster.importFile(r.Context(), k, body, src)
+	} else {
+		v, err = a.s.store.Import(r.Context(), k, body, src)
+	}
 	if err != nil {
 		importError(w, err)
 		return
@@ -281,7 +328,12 @@ func (a *admin) activate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	before := a.activeVersion(k)
-	v, err := a.s.store.Activate(k, n, a.opts.Actor(r))
+	var v Version
+	if a.s.cluster != nil {
+		v, err = a.s.cluster.activate(r.Context(), k, n, a.opts.Actor(r))
+	} else {
+		v, err = a.s.store.Activate(k, n, a.opts.Actor(r))
+	}
 	a.changed(w, r, before, v, err)
 }
 
@@ -291,7 +343,13 @@ func (a *admin) rollback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	before := a.activeVersion(k)
-	v, err := a.s.store.Rollback(k, a.opts.Actor(r))
+	var v Version
+	var err error
+	if a.s.cluster != nil {
+		v, err = a.s.cluster.rollback(r.Context(), k, a.opts.Actor(r))
+	} else {
+		v, err = a.s.store.Rollback(k, a.opts.Actor(r))
+	}
 	a.changed(w, r, before, v, err)
 }
 

@@ -391,6 +391,23 @@ var demographicsColumns = []string{"nhs_number", "gp_practice", "registered", "p
 // when the whole file has validated, so a bad row changes nothing. Rows
 // replace the stored records of the same NHS number.
 func (d *DemographicsStore) ImportCSV(ctx context.Context, r io.Reader, name string) (int64, error) {
+	return d.importCSV(ctx, r, name, func(batch []kv) error {
+		return d.db.Update(func(tx *bolt.Tx) error {
+			dst := tx.Bucket(bucketPatients)
+			for _, e := range batch {
+				if err := dst.Put([]byte(e.k), e.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// importCSV validates and stages the whole file in bbolt, then hands the
+// records to merge in batches: the bbolt store's own bucket, or the
+// cluster's KV bucket.
+func (d *DemographicsStore) importCSV(ctx context.Context, r io.Reader, name string, merge func([]kv) error) (int64, error) {
 	cs := csv.NewReader(bufio.NewReaderSize(r, 1<<16))
 	cs.ReuseRecord = true
 	cs.FieldsPerRecord = -1
@@ -486,31 +503,30 @@ func (d *DemographicsStore) ImportCSV(ctx context.Context, r io.Reader, name str
 	// either the old or the new record of a patient, never a mixture.
 	var after []byte
 	for {
-		var last []byte
-		err := d.db.Update(func(tx *bolt.Tx) error {
-			dst, c := tx.Bucket(bucketPatients), tx.Bucket(bucketPatStage).Cursor()
+		var out []kv
+		err := d.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketPatStage).Cursor()
 			k, v := c.First()
 			if after != nil {
 				if k, v = c.Seek(after); k != nil && string(k) == string(after) {
 					k, v = c.Next()
 				}
 			}
-			for n := 0; k != nil && n < d.batchRows; k, v = c.Next() {
-				if err := dst.Put(k, v); err != nil {
-					return err
-				}
-				last = append(last[:0], k...)
-				n++
+			for ; k != nil && len(out) < d.batchRows; k, v = c.Next() {
+				out = append(out, kv{string(k), bytes.Clone(v)})
 			}
 			return nil
 		})
+		if err == nil && len(out) > 0 {
+			err = merge(out)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("merging demographics: %w", err)
 		}
-		if last == nil {
+		if len(out) == 0 {
 			break
 		}
-		after = last
+		after = []byte(out[len(out)-1].k)
 	}
 	return rows, nil
 }

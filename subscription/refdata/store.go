@@ -398,6 +398,13 @@ type kv struct {
 // import is ever visible. Memory is bounded by one batch, whatever the
 // file size.
 func (s *Store) Import(ctx context.Context, k Kind, r io.Reader, src Source) (Version, error) {
+	return s.importAt(ctx, k, 0, r, src)
+}
+
+// importAt is Import as version n, or the next free number when n is 0.
+// Cluster mode numbers versions cluster-wide, so a node loading another's
+// import must store it under the same number.
+func (s *Store) importAt(ctx context.Context, k Kind, at uint64, r io.Reader, src Source) (Version, error) {
 	if !k.Valid() {
 		return Version{}, fmt.Errorf("unknown dataset kind %q", k)
 	}
@@ -418,13 +425,18 @@ func (s *Store) Import(ctx context.Context, k Kind, r io.Reader, src Source) (Ve
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		seqKey := []byte("seq/" + string(k))
-		var n uint64
+		var last uint64
 		if b := meta.Get(seqKey); b != nil {
-			n = binary.BigEndian.Uint64(b)
+			last = binary.BigEndian.Uint64(b)
 		}
-		n++
+		n := at
+		if n == 0 {
+			n = last + 1
+		} else if meta.Get(versionKey(k, n)) != nil {
+			return fmt.Errorf("%s version %d exists already", k, n)
+		}
 		v.Version = n
-		if err := meta.Put(seqKey, binary.BigEndian.AppendUint64(nil, n)); err != nil {
+		if err := meta.Put(seqKey, binary.BigEndian.AppendUint64(nil, max(last, n))); err != nil {
 			return err
 		}
 		if _, err := tx.Bucket(bucketData).CreateBucket(dataName(k, n)); err != nil {
@@ -654,6 +666,70 @@ func (s *Store) Activate(k Kind, n uint64, actor string) (Version, error) {
 	}
 	s.log.Info("refdata: version activated", "kind", k, "version", n, "actor", actor)
 	return v, s.prune(k)
+}
+
+// setPointer makes active and previous exactly what the cluster state says
+// (cluster mode), rather than deriving previous from the current pointer as
+// Activate does. active must be a ready version here; previous is kept only
+// if it is (a node that has not loaded it yet has nothing to roll back to).
+func (s *Store) setPointer(k Kind, active, previous uint64, activated *time.Time, actor string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		v, err := getVersion(tx, k, active)
+		if err != nil {
+			return err
+		}
+		if v.State != Ready {
+			return fmt.Errorf("%s version %d is still being imported: %w", k, active, ErrNotFound)
+		}
+		if pv, err := getVersion(tx, k, previous); err != nil || pv.State != Ready {
+			previous = 0
+		}
+		p, err := getPointer(tx, k)
+		if err != nil {
+			return err
+		}
+		want := pointer{Active: active, Previous: previous}
+		if p == want {
+			return nil
+		}
+		changed = true
+		if p.Active != active {
+			v.Activated, v.Actor = activated, actor
+			if v.Activated == nil {
+				at := s.now().UTC()
+				v.Activated = &at
+			}
+			if err := putVersion(tx, v); err != nil {
+				return err
+			}
+		}
+		return putPointer(tx, k, want)
+	})
+	if err != nil || !changed {
+		if err != nil {
+			err = fmt.Errorf("activating %s version %d: %w", k, active, err)
+		}
+		return false, err
+	}
+	if err := s.reload(); err != nil {
+		return true, err
+	}
+	s.log.Info("refdata: version activated", "kind", k, "version", active, "previous", previous, "actor", actor)
+	return true, nil
+}
+
+// pointerOf reads kind k's pointer (zero on a read fault: the caller only
+// uses it to spare versions from deletion).
+func (s *Store) pointerOf(k Kind) (active, previous uint64) {
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		p, err := getPointer(tx, k)
+		active, previous = p.Active, p.Previous
+		return err
+	})
+	return active, previous
 }
 
 // Rollback re-activates the version that was active before the current one.
