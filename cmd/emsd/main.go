@@ -207,10 +207,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if adminSrv != nil {
 		registerStatus(adminSrv, js, version, started, cluster)
 	}
-	ref, err := newRefdata(cfg, db, adminSrv, log.With("component", "refdata"))
+	ref, err := newRefdata(ctx, cfg, db, js, adminSrv, log.With("component", "refdata"))
 	if err != nil {
 		return err
 	}
+	down.add(ref.Close)
 	if adminSrv != nil {
 		mm, err := subs.svc.Matcher()
 		if err != nil {
