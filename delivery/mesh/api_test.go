@@ -28,13 +28,18 @@ type meshEnv struct {
 	now   time.Time
 }
 
-func newMeshEnv(t *testing.T, chunk int) *meshEnv {
+// newMeshEnv serves the API over a store that answers from its index when
+// indexed, from the streams otherwise.
+func newMeshEnv(t *testing.T, chunk int, indexed bool) *meshEnv {
 	t.Helper()
 	ns := testnats.Start(t, "")
 	ctx := context.Background()
 	store, err := NewStore(ctx, ns.JS, StreamConfig{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if indexed {
+		runIndex(t, store)
 	}
 	e := &meshEnv{store: store, js: ns.JS, now: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
 	auth := NewAuthenticator(AuthOptions{SharedKey: sharedKey, Passwords: map[string]string{"MB1": "pw1", "MB2": "pw2"},
@@ -100,7 +105,15 @@ func (c *client) do(t *testing.T, method, path string) (*http.Response, []byte) 
 }
 
 func TestInboxLifecycle(t *testing.T) {
-	e := newMeshEnv(t, 1000)
+	for _, indexed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "streams", true: "indexed"}[indexed], func(t *testing.T) {
+			testInboxLifecycle(t, indexed)
+		})
+	}
+}
+
+func testInboxLifecycle(t *testing.T, indexed bool) {
+	e := newMeshEnv(t, 1000, indexed)
 	c := &client{base: e.srv.URL, mb: "MB1", pw: "pw1", nonce: "n1", gzip: true, now: func() time.Time { return e.now }}
 	at := e.now.Add(-time.Minute)
 	var ids []string
@@ -114,6 +127,9 @@ func TestInboxLifecycle(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 2500)
 	bigID := e.put(t, "MB1", "VACCINATIONS_1", big, at.Add(time.Second), "big")
 	e.put(t, "MB2", "CHANGEOFGP_1", []byte("other"), at, "other")
+	if indexed {
+		waitIndexed(t, e.store)
+	}
 
 	if r, _ := c.do(t, "GET", "/_ping"); r.StatusCode != 200 {
 		t.Fatalf("ping %d", r.StatusCode)
@@ -251,7 +267,7 @@ func TestInboxLifecycle(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
-	e := newMeshEnv(t, 0)
+	e := newMeshEnv(t, 0, true)
 	now := func() time.Time { return e.now }
 	good := &client{base: e.srv.URL, mb: "MB1", pw: "pw1", nonce: "n", now: now}
 	if r, _ := good.do(t, "GET", "/MB1/inbox"); r.StatusCode != 200 {

@@ -16,11 +16,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // SubjectPrefix starts every inbox subject: ems.mesh.<mailbox>.<message-id>.
@@ -40,6 +45,10 @@ const (
 	HeaderMatch = "Ems-Match"
 	// HeaderEventID is the event's MessageHeader.id.
 	HeaderEventID = "Ems-Message-Id"
+	// HeaderInboxSeq, on an acknowledgement, is the inbox stream sequence
+	// of the message acknowledged: another node's index tells that message
+	// from a later re-store of the same id.
+	HeaderInboxSeq = "Ems-Inbox-Seq"
 )
 
 var mailboxRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -71,12 +80,34 @@ type StreamConfig struct {
 	// AckRetention is how long acknowledgements are remembered (default
 	// 30 days): a fan-out re-run later than that could deliver again.
 	AckRetention time.Duration
+	// Logger reports the index feeds' restarts and lag; zero value
+	// discards.
+	Logger *slog.Logger
+	// Registerer takes the index metrics; nil: not registered.
+	Registerer prometheus.Registerer
 }
 
 // Store is the mailboxes' inboxes.
+//
+// Once RunIndex has caught up with the streams, listing and counting are
+// answered from an in-memory index of the unacknowledged messages, and
+// retrieve and acknowledge address a listed message by its stream
+// sequence. Until then, and for ids the index does not know (yet), every
+// call reads the streams as they are.
 type Store struct {
 	stream, acks jetstream.Stream
 	js           jetstream.JetStream
+
+	idx     *index
+	readyMu sync.Mutex
+	gen     uint64 // of the current follow; readyMu
+	ready   atomic.Bool
+	log     *slog.Logger
+	metrics *indexMetrics
+	// ackCursor is the last acknowledgements stream sequence the index
+	// has applied (or, before any, the stream's last at the first start).
+	ackCursor   atomic.Uint64
+	ackFollowed bool // ackCursor is set; RunIndex's goroutine only
 }
 
 // NewStore creates or updates the inbox and acknowledgement streams.
@@ -122,10 +153,15 @@ func NewStore(ctx context.Context, js jetstream.JetStream, c StreamConfig) (*Sto
 	if err != nil {
 		return nil, fmt.Errorf("creating MESH acknowledgement stream: %w", err)
 	}
-	return &Store{stream: s, acks: acks, js: js}, nil
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Store{stream: s, acks: acks, js: js, idx: newIndex(), log: log, metrics: newIndexMetrics(c.Registerer)}, nil
 }
 
-// Message is one stored inbox message.
+// Message is one stored inbox message. Listing returns them without
+// Header and Body.
 type Message struct {
 	ID       string
 	Mailbox  string
@@ -164,6 +200,16 @@ func (s *Store) Get(ctx context.Context, mailbox, id string) (*Message, error) {
 	if !ValidMailbox(mailbox) || !mailboxRE.MatchString(id) {
 		return nil, ErrNotFound
 	}
+	if s.ready.Load() {
+		if e, checked := s.idx.lookup(mailbox, id); e != nil {
+			m, err := s.getIndexed(ctx, e, checked)
+			if m != nil || err != nil {
+				return m, err
+			}
+			// No longer at the sequence the index knows: read the
+			// streams as they are.
+		}
+	}
 	if gone, err := s.acked(ctx, mailbox, id); err != nil {
 		return nil, err
 	} else if gone {
@@ -179,6 +225,75 @@ func (s *Store) Get(ctx context.Context, mailbox, id string) (*Message, error) {
 	return toMessage(mailbox, m), nil
 }
 
+// getIndexed reads the message of e by its sequence; nil, nil when it is no
+// longer there (acknowledged on another node, re-stored, or purged).
+func (s *Store) getIndexed(ctx context.Context, e *entry, checked bool) (*Message, error) {
+	mailbox := e.box.name
+	if !checked {
+		if gone, err := s.check(ctx, e); err != nil {
+			return nil, err
+		} else if gone {
+			return nil, ErrGone
+		}
+	}
+	raw, err := s.stream.GetMsg(ctx, e.seq)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("reading message %s of %s: %w", e.id, mailbox, err)
+	}
+	if err != nil || raw.Subject != Subject(mailbox, e.id) {
+		s.idx.remove(e)
+		return nil, nil
+	}
+	return toMessage(mailbox, raw), nil
+}
+
+// check reads the acknowledgements stream once for e: an acknowledged
+// message still stored (a crash between Ack's two steps, or a fan-out re-run
+// after the duplicate window) has its delete finished and leaves the index.
+func (s *Store) check(ctx context.Context, e *entry) (gone bool, err error) {
+	gone, err = s.acked(ctx, e.box.name, e.id)
+	if err != nil {
+		return false, err
+	}
+	if gone {
+		_ = s.stream.DeleteMsg(ctx, e.seq) // best effort: the next start checks again
+		s.idx.remove(e)
+		return true, nil
+	}
+	s.idx.markChecked(e)
+	return false, nil
+}
+
+// checkAll checks entries, a few at a time: they are independent requests.
+func (s *Store) checkAll(ctx context.Context, es []*entry) error {
+	if len(es) == 1 {
+		_, err := s.check(ctx, es[0])
+		return err
+	}
+	var (
+		wg    sync.WaitGroup
+		first atomic.Pointer[error]
+		sem   = make(chan struct{}, 8)
+	)
+	for _, e := range es {
+		if first.Load() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := s.check(ctx, e); err != nil {
+				first.CompareAndSwap(nil, &err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := first.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
 // Filter selects messages while listing.
 type Filter func(*Message) bool
 
@@ -189,6 +304,24 @@ func (s *Store) List(ctx context.Context, mailbox, after string, limit int, keep
 	if !ValidMailbox(mailbox) {
 		return nil, false, nil
 	}
+	if s.ready.Load() {
+		for {
+			msgs, more, unchecked := s.idx.page(mailbox, after, limit, keep)
+			if len(unchecked) == 0 {
+				return msgs, more, nil
+			}
+			if err := s.checkAll(ctx, unchecked); err != nil {
+				return nil, false, fmt.Errorf("listing inbox %s: %w", mailbox, err)
+			}
+		}
+	}
+	return s.listStreams(ctx, mailbox, after, limit, keep)
+}
+
+// listStreams is List reading the streams as they are: the fallback while
+// the index has not caught up, and the reference the index is tested
+// against.
+func (s *Store) listStreams(ctx context.Context, mailbox, after string, limit int, keep Filter) (msgs []*Message, more bool, err error) {
 	seq := uint64(1)
 	if after != "" {
 		m, err := s.stream.GetLastMsgForSubject(ctx, Subject(mailbox, after))
@@ -251,6 +384,9 @@ func (s *Store) Count(ctx context.Context, mailbox string) (int, error) {
 	if !ValidMailbox(mailbox) {
 		return 0, nil
 	}
+	if s.ready.Load() {
+		return s.idx.count(mailbox), nil
+	}
 	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(SubjectPrefix+mailbox+".*"))
 	if err != nil {
 		return 0, fmt.Errorf("counting inbox %s: %w", mailbox, err)
@@ -269,24 +405,46 @@ func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time)
 	if !ValidMailbox(mailbox) || !mailboxRE.MatchString(id) {
 		return false, ErrNotFound
 	}
-	m, err := s.stream.GetLastMsgForSubject(ctx, Subject(mailbox, id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		// Gone from the inbox: acknowledged before (idempotent) or never
-		// there.
-		if gone, err := s.acked(ctx, mailbox, id); err != nil || gone {
-			return false, err
+	var (
+		seq uint64
+		e   *entry
+	)
+	if s.ready.Load() {
+		if e, _ = s.idx.lookup(mailbox, id); e != nil {
+			seq = e.seq
 		}
-		return false, ErrNotFound
 	}
-	if err != nil {
-		return false, fmt.Errorf("reading message %s of %s: %w", id, mailbox, err)
+	if e == nil {
+		m, err := s.stream.GetLastMsgForSubject(ctx, Subject(mailbox, id))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			// Gone from the inbox: acknowledged before (idempotent) or
+			// never there.
+			if gone, err := s.acked(ctx, mailbox, id); err != nil || gone {
+				return false, err
+			}
+			return false, ErrNotFound
+		}
+		if err != nil {
+			return false, fmt.Errorf("reading message %s of %s: %w", id, mailbox, err)
+		}
+		seq = m.Sequence
 	}
 	ack := &nats.Msg{Subject: AckSubjectPrefix + mailbox + "." + id, Header: nats.Header{}}
 	ack.Header.Set("Ems-Acked-At", now.UTC().Format(time.RFC3339Nano))
+	ack.Header.Set(HeaderInboxSeq, strconv.FormatUint(seq, 10))
 	if _, err := s.js.PublishMsg(ctx, ack); err != nil {
 		return false, fmt.Errorf("recording acknowledgement of %s: %w", id, err)
 	}
-	if err := s.stream.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if e != nil {
+		s.idx.remove(e) // at once: this node's next list must not show it
+	}
+	err := s.stream.DeleteMsg(ctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		// Deleted meanwhile: acknowledged on another node (the index
+		// had not heard yet) or by a concurrent call here.
+		return e == nil, nil
+	case err != nil:
 		return true, fmt.Errorf("removing acknowledged %s from the inbox: %w", id, err)
 	}
 	return true, nil
