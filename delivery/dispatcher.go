@@ -69,17 +69,20 @@ type DispatcherOptions struct {
 	Metrics    *Metrics
 	Now        func() time.Time
 	Rand       func() float64
-	// Unordered turns per-(endpoint, patient) ordering off. Cluster mode
-	// sets it: the ordering index is per node and assumes a job given
-	// back to JetStream comes back to the same node, so with several
-	// nodes it livelocks (docs/cluster.md, "Delivery across nodes").
-	Unordered bool
+	// Lanes, in cluster mode, partition the jobs by endpoint into lanes
+	// each worked by one node at a time (lanes.go), so that the
+	// concurrency limit, the breaker and the ordering index of an
+	// endpoint are on one node. nil: this node works every job.
+	Lanes *LaneOptions
 }
 
 // Dispatcher sends webhook jobs.
 type Dispatcher struct {
-	o    DispatcherOptions
-	cons jetstream.Consumer
+	o DispatcherOptions
+	// cons has every job on a single node; with lanes, only the jobs
+	// stored before lanes existed.
+	cons  jetstream.Consumer
+	lanes *laneManager
 
 	mu        sync.Mutex
 	endpoints map[string]*endpointState
@@ -147,44 +150,160 @@ func NewDispatcher(ctx context.Context, o DispatcherOptions) (*Dispatcher, error
 	if o.Rand == nil {
 		o.Rand = rand.Float64
 	}
-	cons, err := o.JS.CreateOrUpdateConsumer(ctx, o.DeliveriesStream, jetstream.ConsumerConfig{
-		Durable:       o.Durable,
-		Description:   "EMS webhook dispatcher",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.AckWait,
-		MaxDeliver:    o.MaxDeliver,
-		MaxAckPending: 4096,
-		FilterSubject: JobSubjectPrefix + "hook.>",
-	})
+	d := &Dispatcher{o: o, endpoints: map[string]*endpointState{}, order: map[string]*orderState{}}
+	cfg := d.consumerConfig(o.Durable, JobSubjectPrefix+"hook.>")
+	if o.Lanes != nil {
+		// Narrowed first: a work-queue stream refuses the lane consumers
+		// while a consumer of every job exists.
+		cfg = d.consumerConfig(o.Durable, legacyJobFilter)
+		cfg.Description = "EMS webhook jobs stored before lanes (any node, unordered)"
+	}
+	cons, err := o.JS.CreateOrUpdateConsumer(ctx, o.DeliveriesStream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating webhook consumer on %s: %w", o.DeliveriesStream, err)
 	}
-	order := map[string][]uint64{}
-	if !o.Unordered {
-		if order, err = o.Log.pendingOrder(); err != nil {
-			return nil, fmt.Errorf("loading the ordering index: %w", err)
+	d.cons = cons
+	if o.Lanes != nil {
+		// The ordering index of a lane is rebuilt from the stream by the
+		// node taking the lane; a node's bbolt would be stale.
+		d.o.Log = o.Log.withoutOrderIndex()
+		lo := *o.Lanes
+		if lo.JS == nil {
+			lo.JS = o.JS
 		}
+		if lo.Logger == nil {
+			lo.Logger = o.Logger
+		}
+		if d.lanes, err = newLaneManager(ctx, lo, d.runLane); err != nil {
+			return nil, err
+		}
+		return d, nil
 	}
-	states := map[string]*orderState{}
+	order, err := o.Log.pendingOrder()
+	if err != nil {
+		return nil, fmt.Errorf("loading the ordering index: %w", err)
+	}
 	for k, seqs := range order {
 		slices.Sort(seqs)
-		states[k] = &orderState{seqs: seqs, changed: make(chan struct{})}
+		d.order[k] = &orderState{seqs: seqs, changed: make(chan struct{})}
 	}
-	return &Dispatcher{o: o, cons: cons, endpoints: map[string]*endpointState{}, order: states}, nil
+	return d, nil
 }
+
+func (d *Dispatcher) consumerConfig(name, filter string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "EMS webhook dispatcher",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       d.o.AckWait,
+		MaxDeliver:    d.o.MaxDeliver,
+		MaxAckPending: 4096,
+		FilterSubject: filter,
+	}
+}
+
+// lanePull bounds the jobs one lane fetches ahead: a node may hold all
+// LaneCount lanes.
+const lanePull = 64
 
 // Run dispatches jobs until ctx ends, then waits for attempts in flight.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	it, err := d.cons.Messages(jetstream.PullMaxMessages(512))
+	if d.lanes == nil {
+		return d.consume(ctx, d.cons, 512, false)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); d.lanes.Run(ctx) }()
+	err := d.consume(ctx, d.cons, lanePull, true)
+	<-done
+	return err
+}
+
+// Lanes lists the lanes this node works now (nil without lanes).
+func (d *Dispatcher) Lanes() []int {
+	if d.lanes == nil {
+		return nil
+	}
+	return d.lanes.heldLanes()
+}
+
+// runLane works one lane while this node holds its lease. The lane's
+// consumer is created afresh, so that every job of the lane not yet
+// acknowledged comes to this node at once and in stream order: the
+// ordering index is complete before the first attempt, including the
+// jobs a previous owner had in hand when it died.
+func (d *Dispatcher) runLane(ctx context.Context, lane int) {
+	defer d.forgetLane(lane)
+	name := fmt.Sprintf("%s-lane-%02d", d.o.Durable, lane)
+	for ctx.Err() == nil {
+		cons, err := d.laneConsumer(ctx, name, lane)
+		if err == nil {
+			err = d.consume(ctx, cons, lanePull, false)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.o.Logger.Warn("dispatcher: lane consumer", "lane", lane, "err", err)
+		d.forgetLane(lane)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (d *Dispatcher) laneConsumer(ctx context.Context, name string, lane int) (jetstream.Consumer, error) {
+	if err := d.o.JS.DeleteConsumer(ctx, d.o.DeliveriesStream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("resetting lane consumer %s: %w", name, err)
+	}
+	cfg := d.consumerConfig(name, laneFilter(lane))
+	cfg.Description = fmt.Sprintf("EMS webhook lane %d (worked by the holder of its lease)", lane)
+	cons, err := d.o.JS.CreateConsumer(ctx, d.o.DeliveriesStream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating lane consumer %s: %w", name, err)
+	}
+	return cons, nil
+}
+
+// forgetLane drops the ordering index and endpoint state of a lane this
+// node no longer works: its next owner rebuilds them.
+func (d *Dispatcher) forgetLane(lane int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k := range d.order {
+		if laneOfToken(k) == lane {
+			delete(d.order, k)
+		}
+	}
+	for tok := range d.endpoints {
+		if laneOfToken(tok) == lane {
+			delete(d.endpoints, tok)
+		}
+	}
+}
+
+// errConsumerGone ends consume when its consumer was deleted under it.
+var errConsumerGone = errors.New("webhook consumer deleted")
+
+// consume dispatches one consumer's jobs until ctx ends, then waits for
+// their attempts in flight. unordered keeps its jobs out of the ordering
+// index.
+func (d *Dispatcher) consume(ctx context.Context, cons jetstream.Consumer, pull int, unordered bool) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(pull))
 	if err != nil {
 		return fmt.Errorf("consuming delivery jobs: %w", err)
 	}
 	go func() { <-ctx.Done(); it.Stop() }()
 	var wg sync.WaitGroup
+	var result error
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				it.Stop()
+				result = errConsumerGone
 				break
 			}
 			d.o.Logger.Warn("dispatcher: reading jobs", "err", err)
@@ -196,6 +315,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			_ = msg.Term()
 			continue
 		}
+		job.unordered = unordered
 		// Entered in the ordering index here, in delivery order, before
 		// any goroutine can race a later job past an earlier one.
 		d.enter(job)
@@ -206,12 +326,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	return nil
+	return result
 }
 
 // orderKey is j's ordering key, or "" when ordering is off.
 func (d *Dispatcher) orderKey(j *Job) string {
-	if d.o.Unordered {
+	if j.unordered {
 		return ""
 	}
 	return j.OrderKey()
@@ -393,6 +513,15 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
 	}
 	res := d.o.Sender.Send(ctx, j)
 	<-ep.sem
+	if ctx.Err() != nil {
+		// Cancelled mid-attempt (the node is stopping or gave up the
+		// lane): the outcome is unknown and says nothing about the
+		// endpoint; the job is sent again, by this node or the lane's
+		// next owner.
+		ep.breaker.release()
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
 	at := d.o.Now()
 	ep.breaker.Record(res.Class != Retry, at)
 	d.o.Metrics.attempt.WithLabelValues(j.Channel).Observe(res.Latency.Seconds())

@@ -17,7 +17,8 @@ import (
 // Subjects and headers of delivery jobs.
 const (
 	// JobSubjectPrefix starts webhook job subjects:
-	// ems.deliveries.hook.<endpoint-token>.<nhs-number|none>.
+	// ems.deliveries.hook.<lane>.<endpoint-token>.<nhs-number|none>
+	// (lanes.go). Jobs stored before lanes have no lane token.
 	JobSubjectPrefix = "ems.deliveries."
 	// DeadSubjectPrefix starts dead-letter subjects: ems.dead.<channel>.<endpoint-token>.
 	DeadSubjectPrefix = "ems.dead."
@@ -94,6 +95,10 @@ type Job struct {
 	// ContentType is the format of Body as published.
 	ContentType string
 	Body        []byte
+
+	// unordered: a job stored before lanes, worked by any node in
+	// cluster mode, so outside the ordering index.
+	unordered bool
 }
 
 // Subject is the job's subject on the deliveries stream.
@@ -102,7 +107,8 @@ func (j *Job) Subject() string {
 	if nhs == "" {
 		nhs = fhir.NoNHSNumber
 	}
-	return JobSubjectPrefix + "hook." + EndpointToken(j.Channel, j.Endpoint) + "." + nhs
+	tok := EndpointToken(j.Channel, j.Endpoint)
+	return JobSubjectPrefix + "hook." + strconv.Itoa(laneOfToken(tok)) + "." + tok + "." + nhs
 }
 
 // OrderKey groups the jobs that must be delivered in publish order: one

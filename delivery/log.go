@@ -65,7 +65,15 @@ type Record struct {
 func (r *Record) Terminal() bool { return r.State == StateDelivered || r.State == StateDead }
 
 // Log is the persisted delivery log and the ordering index, in bbolt.
-type Log struct{ db *bolt.DB }
+type Log struct {
+	db *bolt.DB
+	// noOrder leaves the ordering index out: with lanes it is rebuilt
+	// from the stream whenever a node takes a lane, never from bbolt.
+	noOrder bool
+}
+
+// withoutOrderIndex is l writing no ordering index.
+func (l *Log) withoutOrderIndex() *Log { return &Log{db: l.db, noOrder: true} }
 
 // NewLog prepares delivery's buckets.
 func NewLog(db *bolt.DB) (*Log, error) {
@@ -136,7 +144,7 @@ func (l *Log) Begin(j *Job, now time.Time) (*Record, error) {
 			}
 		}
 		rec = r
-		if k := j.OrderKey(); k != "" {
+		if k := j.OrderKey(); k != "" && !l.noOrder {
 			if err := tx.Bucket(bucketOrder).Put(orderKey(k, j.EventSeq), []byte(j.ID)); err != nil {
 				return err
 			}
@@ -171,7 +179,7 @@ func (l *Log) Attempted(j *Job, a Attempt, state string, next time.Time, reason 
 		if reason != "" {
 			r.Reason = reason
 		}
-		if r.Terminal() {
+		if r.Terminal() && !l.noOrder {
 			if k := j.OrderKey(); k != "" {
 				if err := tx.Bucket(bucketOrder).Delete(orderKey(k, j.EventSeq)); err != nil {
 					return err

@@ -51,9 +51,9 @@ type Options struct {
 	Breaker       BreakerConfig
 	FanoutWorkers int
 	Replicas      int
-	// Unordered turns per-(endpoint, patient) webhook ordering off
-	// (cluster mode; see DispatcherOptions.Unordered).
-	Unordered  bool
+	// Lanes partition webhook jobs across the nodes of a cluster
+	// (DispatcherOptions.Lanes); nil on a single node.
+	Lanes      *LaneOptions
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -90,7 +90,8 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	meshStore, err := mesh.NewStore(ctx, o.JS, mesh.StreamConfig{Replicas: o.Replicas})
+	meshStore, err := mesh.NewStore(ctx, o.JS, mesh.StreamConfig{Replicas: o.Replicas,
+		Logger: o.Logger.With("component", "mesh"), Registerer: o.Registerer})
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +113,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	disp, err := NewDispatcher(ctx, DispatcherOptions{JS: o.JS, Log: dlog, Sender: sender, Statuses: o.Subscriptions,
 		Policy: o.Policy, Concurrency: o.Concurrency, Breaker: o.Breaker, AckWait: webhookAckWait(o.Webhook.Timeout),
-		Logger: o.Logger.With("stage", "webhook"), Metrics: m, Now: o.Now, Unordered: o.Unordered})
+		Logger: o.Logger.With("stage", "webhook"), Metrics: m, Now: o.Now, Lanes: o.Lanes})
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +152,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.watchInboxes(ctx, time.Minute) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = s.meshS.RunIndex(ctx) }() // nil at ctx's end; restarts by itself
 	logDone := make(chan struct{})
 	logStopped := make(chan struct{})
 	go func() { defer close(logStopped); s.mailLog.run(logDone) }()

@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ems-broker/ems/config"
+	"github.com/ems-broker/ems/delivery"
 	"github.com/ems-broker/ems/subscription"
 	"github.com/ems-broker/ems/subscription/replog"
 )
@@ -42,6 +43,16 @@ func clusterConfig(cfg config.Config) config.Config {
 		cfg.Cluster.NodeName, _ = os.Hostname()
 	}
 	return cfg
+}
+
+// deliveryLanes turns webhook lanes on in cluster mode: each endpoint's
+// jobs are worked by the one node holding its lane's lease, so its
+// concurrency limit, breaker and per-patient ordering hold cluster-wide.
+func deliveryLanes(cfg config.Config) *delivery.LaneOptions {
+	if !cfg.Cluster.Enabled {
+		return nil
+	}
+	return &delivery.LaneOptions{Node: cfg.Cluster.NodeName, Replicas: cfg.Cluster.Replicas}
 }
 
 // clusterNode is this node's part in a cluster; nil when cluster mode is

@@ -73,7 +73,7 @@ func startDelivery(ctx context.Context, cfg config.Config, js jetstream.JetStrea
 			Window: d.Breaker.Window, FailurePercent: d.Breaker.FailurePercent},
 		FanoutWorkers: d.FanoutWorkers,
 		Replicas:      cfg.NATS.EventsStream.Replicas,
-		Unordered:     cfg.Cluster.Enabled, // the ordering index is per node (docs/cluster.md)
+		Lanes:         deliveryLanes(cfg), // one node per endpoint lane in a cluster (docs/cluster.md)
 		Registerer:    reg,
 		Logger:        log,
 	})

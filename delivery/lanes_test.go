@@ -1,0 +1,401 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ems-broker/ems/delivery/internal/testnats"
+	"github.com/ems-broker/ems/subscription"
+)
+
+// Lane subjects: a job lands on its endpoint's lane consumer, a job
+// stored before lanes on the legacy consumer, and the two filters may
+// live side by side on the work-queue stream.
+func TestLaneSubjects(t *testing.T) {
+	ns := testnats.Start(t, "")
+	ctx := context.Background()
+	if _, err := EnsureStreams(ctx, ns.JS, StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	j := &Job{ID: "ev.1", Channel: subscription.ChannelRestHook, Endpoint: "https://example.org/hook", NHSNumber: "9000000009", Matches: []MatchInfo{}}
+	lane := LaneOf(j.Channel, j.Endpoint)
+	tok := EndpointToken(j.Channel, j.Endpoint)
+	if want := JobSubjectPrefix + "hook." + strconv.Itoa(lane) + "." + tok + ".9000000009"; j.Subject() != want {
+		t.Fatalf("subject %s, want %s", j.Subject(), want)
+	}
+	laneCons, err := ns.JS.CreateConsumer(ctx, DefaultDeliveriesStream, jetstream.ConsumerConfig{Durable: "lane", FilterSubject: laneFilter(lane), AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy, err := ns.JS.CreateConsumer(ctx, DefaultDeliveriesStream, jetstream.ConsumerConfig{Durable: "legacy", FilterSubject: legacyJobFilter, AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("legacy and lane consumers must not overlap: %v", err)
+	}
+	if _, err := ns.JS.PublishMsg(ctx, j.Msg()); err != nil {
+		t.Fatal(err)
+	}
+	old := j.Msg()
+	old.Subject = JobSubjectPrefix + "hook." + tok + ".9000000009"
+	old.Header.Set(nats.MsgIdHdr, "old")
+	if _, err := ns.JS.PublishMsg(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]jetstream.Consumer{"lane": laneCons, "legacy": legacy} {
+		b, err := c.Fetch(2, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var subjects []string
+		for m := range b.Messages() {
+			subjects = append(subjects, m.Subject())
+		}
+		want := j.Subject()
+		if name == "legacy" {
+			want = old.Subject
+		}
+		if len(subjects) != 1 || subjects[0] != want {
+			t.Errorf("%s consumer got %v, want [%s]", name, subjects, want)
+		}
+	}
+	// Lanes spread endpoints.
+	seen := map[int]bool{}
+	for i := range 500 {
+		seen[LaneOf(subscription.ChannelRestHook, fmt.Sprintf("https://h%d.example/", i))] = true
+	}
+	if len(seen) != LaneCount {
+		t.Errorf("500 endpoints fell into %d of %d lanes", len(seen), LaneCount)
+	}
+}
+
+// ownership records who works which lane and fails the test the moment
+// two nodes work the same lane.
+type ownership struct {
+	t      *testing.T
+	mu     sync.Mutex
+	owner  [LaneCount]string
+	starts map[string][]laneSpan // node → spans
+}
+
+type laneSpan struct {
+	lane       int
+	start, end time.Time
+}
+
+func newOwnership(t *testing.T) *ownership {
+	return &ownership{t: t, starts: map[string][]laneSpan{}}
+}
+
+func (o *ownership) work(node string) func(context.Context, int) {
+	return func(ctx context.Context, lane int) {
+		o.mu.Lock()
+		if cur := o.owner[lane]; cur != "" {
+			o.t.Errorf("lane %d taken by %s while %s works it", lane, node, cur)
+		}
+		o.owner[lane] = node
+		i := len(o.starts[node])
+		o.starts[node] = append(o.starts[node], laneSpan{lane: lane, start: time.Now()})
+		o.mu.Unlock()
+		<-ctx.Done()
+		o.mu.Lock()
+		o.owner[lane] = ""
+		o.starts[node][i].end = time.Now()
+		o.mu.Unlock()
+	}
+}
+
+func (o *ownership) count(node string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, w := range o.owner {
+		if w == node {
+			n++
+		}
+	}
+	return n
+}
+
+func (o *ownership) spans(node string) []laneSpan {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.starts[node])
+}
+
+func testLaneOptions(ns *testnats.Server, node string, fail *atomic.Bool) LaneOptions {
+	return LaneOptions{JS: ns.JS, Node: node, TTL: 2 * time.Second, Renew: 300 * time.Millisecond, Margin: 500 * time.Millisecond,
+		failRenew: fail.Load}
+}
+
+func startLanes(t *testing.T, o LaneOptions, work func(context.Context, int)) (*laneManager, context.CancelFunc) {
+	t.Helper()
+	m, err := newLaneManager(context.Background(), o, work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return m, stop
+}
+
+// Two nodes share the lanes; one stops renewing (NATS out of its reach)
+// and keeps running: it stops working its lanes before its leases can
+// expire, and the other takes them only after they have expired. At no
+// moment do two nodes work one lane.
+func TestLaneLeasesOneOwnerAtATime(t *testing.T) {
+	ns := testnats.Start(t, "")
+	own := newOwnership(t)
+	var failA, failB atomic.Bool
+	oa := testLaneOptions(ns, "a", &failA)
+	a, _ := startLanes(t, oa, own.work("a"))
+	waitFor(t, "a alone works every lane", func() bool { return own.count("a") == LaneCount })
+
+	startLanes(t, testLaneOptions(ns, "b", &failB), own.work("b"))
+	waitFor(t, "b takes its share", func() bool {
+		return own.count("b") > 0 && own.count("a")+own.count("b") == LaneCount && len(a.heldLanes()) == own.count("a")
+	})
+	t.Logf("shared: a %d lanes, b %d lanes", own.count("a"), own.count("b"))
+	time.Sleep(time.Second) // stable: nothing moves while both are up
+	aLanes := a.heldLanes()
+	if own.count("a") != len(aLanes) || own.count("a")+own.count("b") != LaneCount {
+		t.Fatalf("lanes moved while both nodes were up: a %d, b %d", own.count("a"), own.count("b"))
+	}
+
+	failedAt := time.Now()
+	failA.Store(true)
+	waitFor(t, "b takes a's lanes", func() bool { return own.count("b") == LaneCount })
+	for _, s := range own.spans("a") {
+		if slices.Contains(aLanes, s.lane) && s.end.After(failedAt.Add(oa.TTL-oa.Margin+100*time.Millisecond)) {
+			t.Errorf("a worked lane %d until %v after its last renewal, past TTL−margin", s.lane, s.end.Sub(failedAt))
+		}
+	}
+	// a's last confirmed renewal was sent at most one period before it
+	// failed; its leases cannot expire before that + TTL.
+	earliest := failedAt.Add(oa.TTL - oa.Renew - 50*time.Millisecond)
+	for _, s := range own.spans("b") {
+		if slices.Contains(aLanes, s.lane) && s.start.After(failedAt) && s.start.Before(earliest) {
+			t.Errorf("b took lane %d %v after a failed, before a's lease could expire (%v)", s.lane, s.start.Sub(failedAt), oa.TTL-oa.Renew)
+		}
+	}
+
+	// a reaches NATS again: it takes back its share, handed over by b.
+	failA.Store(false)
+	waitFor(t, "a back", func() bool {
+		return own.count("a") > 0 && own.count("a")+own.count("b") == LaneCount
+	})
+}
+
+// A node that stops (context ended) gives its leases back at once: the
+// other takes them without waiting for the TTL.
+func TestLaneLeasesHandedBackOnStop(t *testing.T) {
+	ns := testnats.Start(t, "")
+	own := newOwnership(t)
+	var never atomic.Bool
+	startLanes(t, testLaneOptions(ns, "a", &never), own.work("a"))
+	_, stopB := startLanes(t, testLaneOptions(ns, "b", &never), own.work("b"))
+	waitFor(t, "shared", func() bool { return own.count("a") > 0 && own.count("b") > 0 && own.count("a")+own.count("b") == LaneCount })
+	stopped := time.Now()
+	stopB()
+	waitFor(t, "a has every lane", func() bool { return own.count("a") == LaneCount })
+	if took := time.Since(stopped); took > 1500*time.Millisecond {
+		t.Errorf("a took %v to take over lanes given back, want well under the 2 s TTL", took)
+	}
+}
+
+// laneReceiver is a webhook endpoint counting concurrent requests and
+// recording the order of each patient's events.
+type laneReceiver struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	inFlight int
+	maxIn    int
+	arrivals map[string][]int // nhs → seq of every request, in arrival order
+	ok       map[string]map[int]int
+	requests int
+	fail     func() bool
+}
+
+func newLaneReceiver(t *testing.T, fail func() bool) *laneReceiver {
+	rc := &laneReceiver{arrivals: map[string][]int{}, ok: map[string]map[int]int{}, fail: fail}
+	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nhs := r.Header.Get("X-Nhs")
+		seq, _ := strconv.Atoi(r.Header.Get("X-Seq"))
+		rc.mu.Lock()
+		rc.inFlight++
+		rc.maxIn = max(rc.maxIn, rc.inFlight)
+		rc.requests++
+		rc.arrivals[nhs] = append(rc.arrivals[nhs], seq)
+		status := 200
+		if rc.fail != nil && rc.fail() {
+			status = 503
+		} else {
+			if rc.ok[nhs] == nil {
+				rc.ok[nhs] = map[int]int{}
+			}
+			rc.ok[nhs][seq]++
+		}
+		rc.mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+		rc.mu.Lock()
+		rc.inFlight--
+		rc.mu.Unlock()
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+// lanesNode is one dispatcher with lanes: a "node" of the cluster.
+func lanesNode(t *testing.T, ns *testnats.Server, node string, fail *atomic.Bool, conc int, br BreakerConfig) context.CancelFunc {
+	t.Helper()
+	sender, err := NewSender(SenderOptions{Timeout: 2 * time.Second, Secrets: []string{testSecret},
+		Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlog, err := NewLog(testnats.Bolt(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := testLaneOptions(ns, node, fail)
+	pol := Policy{Backoff: Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond, Multiplier: 2},
+		MaxAttempts: 1000, MaxAge: time.Hour, RetryAfterMax: time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := NewDispatcher(ctx, DispatcherOptions{JS: ns.JS, Log: dlog, Sender: sender, Lanes: &lo,
+		Policy: func(string) Policy { return pol }, Concurrency: func(string) int { return conc }, Breaker: br,
+		AckWait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
+func publishHookJob(t *testing.T, js jetstream.JetStream, endpoint, nhs string, seq int) {
+	t.Helper()
+	j := &Job{ID: fmt.Sprintf("ev-%s-%d.%s", nhs, seq, EndpointToken(subscription.ChannelRestHook, endpoint)),
+		Channel: subscription.ChannelRestHook, Endpoint: endpoint, NHSNumber: nhs, EventID: fmt.Sprintf("ev-%s-%d", nhs, seq),
+		EventSeq: uint64(seq), EventCode: "pds-change-of-gp-1", Matches: []MatchInfo{{Subscription: "s", Kind: "explicit"}},
+		Headers: []string{"X-Nhs: " + nhs, "X-Seq: " + strconv.Itoa(seq)}, ContentType: "application/fhir+xml", Body: []byte("<Bundle/>")}
+	if _, err := js.PublishMsg(context.Background(), j.Msg()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two dispatcher nodes with lanes deliver every job, each patient's jobs
+// to each endpoint in publish order and never more than the endpoint's
+// concurrency at once across both nodes, while one node loses NATS
+// (keeps running, stops renewing), and after it comes back.
+func TestLanesOrderAndConcurrencyAcrossNodes(t *testing.T) {
+	ns := testnats.Start(t, "")
+	if _, err := EnsureStreams(context.Background(), ns.JS, StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	var failA, failB atomic.Bool
+	const conc = 2
+	lanesNode(t, ns, "a", &failA, conc, BreakerConfig{Failures: 1000})
+	lanesNode(t, ns, "b", &failB, conc, BreakerConfig{Failures: 1000})
+
+	var rmu sync.Mutex
+	rnd := rand.New(rand.NewPCG(1, 2))
+	flaky := func() bool { rmu.Lock(); defer rmu.Unlock(); return rnd.Float64() < 0.2 }
+	var receivers []*laneReceiver
+	for range 4 {
+		receivers = append(receivers, newLaneReceiver(t, flaky))
+	}
+	const patients, events = 5, 30
+	seq := 0
+	publish := func(from, to int) {
+		for e := from; e < to; e++ {
+			for p := range patients {
+				seq++
+				for _, rc := range receivers {
+					publishHookJob(t, ns.JS, rc.srv.URL+"/hook", validNHS(p), seq)
+				}
+			}
+		}
+	}
+	delivered := func() int {
+		n := 0
+		for _, rc := range receivers {
+			rc.mu.Lock()
+			for _, m := range rc.ok {
+				n += len(m)
+			}
+			rc.mu.Unlock()
+		}
+		return n
+	}
+	publish(0, 10)
+	waitFor(t, "some deliveries", func() bool { return delivered() > 50 })
+	failB.Store(true) // b can no longer reach NATS; it keeps running
+	publish(10, 20)
+	time.Sleep(2500 * time.Millisecond) // b's leases expire, a takes over
+	failB.Store(false)
+	publish(20, events)
+	total := patients * events * len(receivers)
+	deadline := time.Now().Add(60 * time.Second)
+	for delivered() < total {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d jobs delivered", delivered(), total)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	requests := 0
+	for i, rc := range receivers {
+		rc.mu.Lock()
+		requests += rc.requests
+		if rc.maxIn > conc {
+			t.Errorf("endpoint %d: %d requests at once across the nodes, limit %d", i, rc.maxIn, conc)
+		}
+		for nhs, seqs := range rc.arrivals {
+			if !slices.IsSorted(seqs) {
+				t.Errorf("endpoint %d, patient %s: attempts out of publish order: %v", i, nhs, seqs)
+			}
+		}
+		rc.mu.Unlock()
+	}
+	t.Logf("%d jobs delivered in %d requests", total, requests)
+}
+
+// An endpoint's breaker opens after its failures across the cluster, not
+// after that many on every node.
+func TestLanesBreakerAcrossNodes(t *testing.T) {
+	ns := testnats.Start(t, "")
+	if _, err := EnsureStreams(context.Background(), ns.JS, StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	var never atomic.Bool
+	br := BreakerConfig{Failures: 3, Cooldown: time.Minute}
+	lanesNode(t, ns, "a", &never, 1, br)
+	lanesNode(t, ns, "b", &never, 1, br)
+	dead := newLaneReceiver(t, func() bool { return true })
+	time.Sleep(time.Second) // both nodes hold lanes
+	for i := range 20 {
+		publishHookJob(t, ns.JS, dead.srv.URL, validNHS(100+i), i+1)
+	}
+	time.Sleep(2 * time.Second)
+	dead.mu.Lock()
+	defer dead.mu.Unlock()
+	if dead.requests != br.Failures {
+		t.Errorf("%d requests to a dead endpoint from two nodes; the breaker opens after %d", dead.requests, br.Failures)
+	}
+}
