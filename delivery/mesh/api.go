@@ -51,6 +51,9 @@ type countAt struct {
 }
 
 func (h *handler) approxCount(ctx context.Context, mb string) (int, error) {
+	if h.Store.Ready() {
+		return h.Store.Count(ctx, mb) // from the index: cheaper than the cache
+	}
 	now := h.Now()
 	h.mu.Lock()
 	c, ok := h.counts[mb]

@@ -47,7 +47,7 @@ func BenchmarkListRetrieveAck(b *testing.B) {
 	case <-time.After(time.Minute):
 		b.Fatal("backlog not stored")
 	}
-	benchStartIndex(b, ctx, s)
+	runIndex(b, s)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {

@@ -107,6 +107,8 @@ type feed struct {
 	upToDate atomic.Bool
 	cursor   func() uint64 // last stream sequence applied
 	warned   atomic.Int64  // unix seconds of the last "behind" warning
+	// warnedErr is the unix second of the last interruption warning.
+	warnedErr atomic.Int64
 }
 
 // newGeneration starts a follow: feeds of earlier ones, whose handlers may
@@ -261,7 +263,12 @@ func (s *Store) interrupted(f *feed) func(jetstream.ConsumeContext, error) {
 		}
 		s.readyMu.Unlock()
 		s.metrics.interruptions.WithLabelValues(f.name).Inc()
-		s.log.Warn("MESH inbox index feed interrupted; resuming", "feed", f.name, "err", err)
+		// A consumer that cannot be made again retries by itself, and says
+		// so each time: one line per feed and 10 s is enough.
+		now := time.Now().Unix()
+		if last := f.warnedErr.Load(); now-last >= 10 && f.warnedErr.CompareAndSwap(last, now) {
+			s.log.Warn("MESH inbox index feed interrupted; resuming where it was", "feed", f.name, "err", err)
+		}
 	}
 }
 
