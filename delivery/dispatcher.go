@@ -83,6 +83,15 @@ type Dispatcher struct {
 	// stored before lanes existed.
 	cons  jetstream.Consumer
 	lanes *laneManager
+	// With lanes: the highest stream sequence each lane has entered, and
+	// what predecessorsKnown reads of the fan-out and the streams.
+	seen       [LaneCount]atomic.Uint64
+	events     jetstream.Stream
+	deliveries jetstream.Stream
+	fanout     jetstream.Consumer
+	horizonMu  sync.Mutex
+	horizonAt  time.Time
+	horizon    horizon
 
 	mu        sync.Mutex
 	endpoints map[string]*endpointState
@@ -177,6 +186,15 @@ func NewDispatcher(ctx context.Context, o DispatcherOptions) (*Dispatcher, error
 		if d.lanes, err = newLaneManager(ctx, lo, d.runLane); err != nil {
 			return nil, err
 		}
+		if d.events, err = o.JS.Stream(ctx, lo.eventsStream()); err != nil {
+			return nil, fmt.Errorf("opening the events stream for lane ordering: %w", err)
+		}
+		if d.deliveries, err = o.JS.Stream(ctx, o.DeliveriesStream); err != nil {
+			return nil, fmt.Errorf("opening %s: %w", o.DeliveriesStream, err)
+		}
+		if d.fanout, err = o.JS.Consumer(ctx, lo.eventsStream(), lo.fanoutDurable()); err != nil {
+			return nil, fmt.Errorf("opening the fan-out consumer for lane ordering: %w", err)
+		}
 		return d, nil
 	}
 	order, err := o.Log.pendingOrder()
@@ -209,11 +227,11 @@ const lanePull = 64
 // Run dispatches jobs until ctx ends, then waits for attempts in flight.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	if d.lanes == nil {
-		return d.consume(ctx, d.cons, 512, false)
+		return d.consume(ctx, d.cons, 512, false, nil)
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); d.lanes.Run(ctx) }()
-	err := d.consume(ctx, d.cons, lanePull, true)
+	err := d.consume(ctx, d.cons, lanePull, true, nil)
 	<-done
 	return err
 }
@@ -237,7 +255,7 @@ func (d *Dispatcher) runLane(ctx context.Context, lane int) {
 	for ctx.Err() == nil {
 		cons, err := d.laneConsumer(ctx, name, lane)
 		if err == nil {
-			err = d.consume(ctx, cons, lanePull, false)
+			err = d.consume(ctx, cons, lanePull, false, &d.seen[lane])
 		}
 		if ctx.Err() != nil {
 			return
@@ -279,6 +297,7 @@ func (d *Dispatcher) forgetLane(lane int) {
 			delete(d.endpoints, tok)
 		}
 	}
+	d.seen[lane].Store(0)
 }
 
 // errConsumerGone ends consume when its consumer was deleted under it.
@@ -286,8 +305,8 @@ var errConsumerGone = errors.New("webhook consumer deleted")
 
 // consume dispatches one consumer's jobs until ctx ends, then waits for
 // their attempts in flight. unordered keeps its jobs out of the ordering
-// index.
-func (d *Dispatcher) consume(ctx context.Context, cons jetstream.Consumer, pull int, unordered bool) error {
+// index; seen (a lane's) records the highest stream sequence entered.
+func (d *Dispatcher) consume(ctx context.Context, cons jetstream.Consumer, pull int, unordered bool, seen *atomic.Uint64) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(pull))
 	if err != nil {
 		return fmt.Errorf("consuming delivery jobs: %w", err)
@@ -319,6 +338,13 @@ func (d *Dispatcher) consume(ctx context.Context, cons jetstream.Consumer, pull 
 		// Entered in the ordering index here, in delivery order, before
 		// any goroutine can race a later job past an earlier one.
 		d.enter(job)
+		if seen != nil {
+			if md, err := msg.Metadata(); err == nil && md.Sequence.Stream > seen.Load() {
+				// First deliveries come in stream order: every job of the
+				// lane up to here has been entered or has finished.
+				seen.Store(md.Sequence.Stream)
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -479,7 +505,7 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
 		_ = msg.Ack()
 		return
 	}
-	if !d.waitTurn(ctx, msg, j) {
+	if !d.turn(ctx, msg, j) {
 		return
 	}
 	ep := d.endpoint(j)
@@ -531,6 +557,45 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
 		a.Error = res.Err.Error()
 	}
 	d.settle(ctx, msg, j, rec, a, res)
+}
+
+// turn waits until j may be attempted: it is the first unfinished job of
+// its order key, and (with lanes) no earlier job of the key can still
+// appear. It reports whether the job may go now; if not, the job has been
+// handed back to JetStream.
+func (d *Dispatcher) turn(ctx context.Context, msg jetstream.Msg, j *Job) bool {
+	if d.lanes == nil || d.orderKey(j) == "" {
+		return d.waitTurn(ctx, msg, j)
+	}
+	start := d.o.Now()
+	progress := start
+	for {
+		if !d.waitTurn(ctx, msg, j) {
+			return false
+		}
+		known, err := d.predecessorsKnown(ctx, j)
+		if known {
+			return true
+		}
+		if err != nil && ctx.Err() == nil {
+			d.o.Logger.Debug("dispatcher: checking for earlier jobs", "job", j.ID, "err", err)
+		}
+		now := d.o.Now()
+		if now.Sub(start) > 10*time.Second {
+			_ = msg.NakWithDelay(time.Second + time.Duration(d.o.Rand()*float64(time.Second)))
+			return false
+		}
+		if now.Sub(progress) > d.o.AckWait/3 {
+			_ = msg.InProgress()
+			progress = now
+		}
+		select {
+		case <-ctx.Done():
+			_ = msg.NakWithDelay(time.Second)
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // waitTurn parks the job while an earlier job of its order key is in
@@ -600,9 +665,8 @@ func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, j *Job, rec 
 		if _, err := d.o.Log.Attempted(j, a, StateDelivered, time.Time{}, ""); err != nil {
 			d.o.Logger.Error("recording delivery", "job", j.ID, "err", err)
 		}
-		d.leave(j)
+		d.finish(ctx, msg, j)
 		d.o.Metrics.deliveries.WithLabelValues(j.Channel, "delivered", j.EventCode).Inc()
-		_ = msg.Ack()
 		return
 	case Gone:
 		d.gone(j, res)
@@ -679,10 +743,28 @@ func (d *Dispatcher) dead(ctx context.Context, msg jetstream.Msg, j *Job, a Atte
 	if _, err := d.o.Log.Attempted(j, a, StateDead, time.Time{}, reason); err != nil {
 		d.o.Logger.Error("recording dead letter", "job", j.ID, "err", err)
 	}
-	d.leave(j)
+	d.finish(ctx, msg, j)
 	d.o.Metrics.dead.WithLabelValues(j.Channel, reason).Inc()
 	d.o.Metrics.deliveries.WithLabelValues(j.Channel, "dead", j.EventCode).Inc()
 	d.o.Logger.Warn("delivery dead-lettered", "job", j.ID, "endpoint", j.Endpoint, "reason", reason,
 		"status", res.Status, "attempts", attempts, "err", a.Error)
-	_ = msg.Ack()
+}
+
+// finish acknowledges a terminal job and lets the next job of its order
+// key go. With lanes the acknowledgement is confirmed first: were it lost
+// with this node, the lane's next owner would send this job again after
+// its successor, out of order. (A single node finds the job terminal in
+// its own log after a restart.)
+func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, j *Job) {
+	if d.lanes == nil {
+		d.leave(j)
+		_ = msg.Ack()
+		return
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if err := msg.DoubleAck(actx); err != nil {
+		d.o.Logger.Warn("dispatcher: acknowledging a finished job", "job", j.ID, "err", err)
+	}
+	cancel()
+	d.leave(j)
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ems-broker/ems/fhir"
 )
 
 // Lanes partition webhook jobs across the nodes of a cluster
@@ -76,6 +78,12 @@ type LaneOptions struct {
 	// attempts in flight have to be cancelled.
 	Margin time.Duration
 	Logger *slog.Logger
+	// EventsStream and FanoutDurable name the fan-out's stream and
+	// consumer (defaults EMS_EVENTS, ems-delivery-fanout): with several
+	// nodes fanning out, a patient's later job can be stored before an
+	// earlier one, and the dispatcher reads them to know it has every
+	// earlier job (Dispatcher.predecessorsKnown).
+	EventsStream, FanoutDurable string
 
 	// failRenew, in tests, makes every KV write fail as if NATS were out
 	// of reach.
@@ -418,4 +426,102 @@ func (m *laneManager) heldLanes() []int {
 		}
 	}
 	return out
+}
+
+func (o LaneOptions) eventsStream() string {
+	if o.EventsStream == "" {
+		return "EMS_EVENTS"
+	}
+	return o.EventsStream
+}
+
+func (o LaneOptions) fanoutDurable() string {
+	if o.FanoutDurable == "" {
+		return "ems-delivery-fanout"
+	}
+	return o.FanoutDurable
+}
+
+// horizon is what the fan-out has finished: every event up to floor has
+// all its jobs stored, and each of those jobs is at or below last in the
+// deliveries stream (read after the floor).
+type horizon struct{ floor, last uint64 }
+
+// horizonMaxAge is how old a reading the jobs checking at the same time
+// share: one pair of requests instead of one per job.
+const horizonMaxAge = 5 * time.Millisecond
+
+func (d *Dispatcher) readHorizon(ctx context.Context) (horizon, error) {
+	d.horizonMu.Lock()
+	defer d.horizonMu.Unlock()
+	if time.Since(d.horizonAt) < horizonMaxAge {
+		return d.horizon, nil
+	}
+	at := time.Now()
+	ci, err := d.fanout.Info(ctx)
+	if err != nil {
+		return horizon{}, fmt.Errorf("reading the fan-out's progress: %w", err)
+	}
+	si, err := d.deliveries.Info(ctx)
+	if err != nil {
+		return horizon{}, fmt.Errorf("reading %s: %w", d.o.DeliveriesStream, err)
+	}
+	d.horizon, d.horizonAt = horizon{floor: ci.AckFloor.Stream, last: si.State.LastSeq}, at
+	return d.horizon, nil
+}
+
+// maxLookAhead bounds the stored jobs of one order key predecessorsKnown
+// reads beyond what the lane has received.
+const maxLookAhead = 32
+
+// predecessorsKnown says whether every job of j's order key for an
+// earlier event is in the ordering index (or finished). On one node the
+// fan-out stores a patient's jobs in event order, so the lane's stream
+// order is enough; with several nodes fanning out, event e+1's job can be
+// stored before event e's. So: (1) every earlier event of the patient
+// has been fanned out: the fan-out's ack floor is past it, or no event of
+// the patient lies between the floor and j's; (2) no job of the key that
+// the lane has not received yet is for an earlier event: read on the
+// stream, up to where the stream ended when (1) held.
+func (d *Dispatcher) predecessorsKnown(ctx context.Context, j *Job) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	h, err := d.readHorizon(ctx)
+	if err != nil {
+		return false, err
+	}
+	if j.EventSeq > h.floor+1 {
+		m, err := d.events.GetMsg(ctx, h.floor+1, jetstream.WithGetMsgSubject(fhir.EventSubjectPrefix+"*."+j.NHSNumber))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return false, fmt.Errorf("reading the patient's events after the fan-out's floor: %w", err)
+		case m.Sequence < j.EventSeq:
+			return false, nil // an earlier event of the patient is still being fanned out
+		}
+	}
+	lane := laneOfToken(EndpointToken(j.Channel, j.Endpoint))
+	next := d.seen[lane].Load() + 1
+	subject := j.Subject()
+	for range maxLookAhead {
+		if next > h.last {
+			return true, nil
+		}
+		m, err := d.deliveries.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return true, nil
+		case err != nil:
+			return false, fmt.Errorf("reading the key's jobs not yet received: %w", err)
+		case m.Sequence > h.last:
+			return true, nil
+		}
+		if seq, _ := strconv.ParseUint(m.Header.Get(HeaderEventSeq), 10, 64); seq < j.EventSeq {
+			return false, nil // stored after j, for an earlier event: wait until the lane has it
+		}
+		next = m.Sequence + 1
+	}
+	// A backlog deeper than the look-ahead: its jobs are later ones in
+	// all but the rarest interleavings (docs/cluster.md).
+	return true, nil
 }

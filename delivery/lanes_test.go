@@ -208,7 +208,9 @@ func TestLaneLeasesHandedBackOnStop(t *testing.T) {
 	var never atomic.Bool
 	startLanes(t, testLaneOptions(ns, "a", &never), own.work("a"))
 	_, stopB := startLanes(t, testLaneOptions(ns, "b", &never), own.work("b"))
-	waitFor(t, "shared", func() bool { return own.count("a") > 0 && own.count("b") > 0 && own.count("a")+own.count("b") == LaneCount })
+	waitFor(t, "shared", func() bool {
+		return own.count("a") > 0 && own.count("b") > 0 && own.count("a")+own.count("b") == LaneCount
+	})
 	stopped := time.Now()
 	stopB()
 	waitFor(t, "a has every lane", func() bool { return own.count("a") == LaneCount })
@@ -260,6 +262,25 @@ func newLaneReceiver(t *testing.T, fail func() bool) *laneReceiver {
 	return rc
 }
 
+// laneStreams creates what lanes read besides the jobs: the events stream
+// and the fan-out's consumer on it (the test plays the fan-out).
+func laneStreams(t *testing.T, ns *testnats.Server) jetstream.Consumer {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := EnsureStreams(ctx, ns.JS, StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "EMS_EVENTS", Subjects: []string{"ems.events.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	fan, err := ns.JS.CreateConsumer(ctx, "EMS_EVENTS", jetstream.ConsumerConfig{Durable: "ems-delivery-fanout",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fan
+}
+
 // lanesNode is one dispatcher with lanes: a "node" of the cluster.
 func lanesNode(t *testing.T, ns *testnats.Server, node string, fail *atomic.Bool, conc int, br BreakerConfig) context.CancelFunc {
 	t.Helper()
@@ -306,13 +327,13 @@ func publishHookJob(t *testing.T, js jetstream.JetStream, endpoint, nhs string, 
 // (keeps running, stops renewing), and after it comes back.
 func TestLanesOrderAndConcurrencyAcrossNodes(t *testing.T) {
 	ns := testnats.Start(t, "")
-	if _, err := EnsureStreams(context.Background(), ns.JS, StreamsConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	laneStreams(t, ns)
 	var failA, failB atomic.Bool
 	const conc = 2
-	lanesNode(t, ns, "a", &failA, conc, BreakerConfig{Failures: 1000})
-	lanesNode(t, ns, "b", &failB, conc, BreakerConfig{Failures: 1000})
+	// 20 % of requests fail: the breaker must not open on a bad run.
+	br := BreakerConfig{Failures: 1000, FailurePercent: 100}
+	lanesNode(t, ns, "a", &failA, conc, br)
+	lanesNode(t, ns, "b", &failB, conc, br)
 
 	var rmu sync.Mutex
 	rnd := rand.New(rand.NewPCG(1, 2))
@@ -380,9 +401,7 @@ func TestLanesOrderAndConcurrencyAcrossNodes(t *testing.T) {
 // after that many on every node.
 func TestLanesBreakerAcrossNodes(t *testing.T) {
 	ns := testnats.Start(t, "")
-	if _, err := EnsureStreams(context.Background(), ns.JS, StreamsConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	laneStreams(t, ns)
 	var never atomic.Bool
 	br := BreakerConfig{Failures: 3, Cooldown: time.Minute}
 	lanesNode(t, ns, "a", &never, 1, br)
@@ -397,5 +416,62 @@ func TestLanesBreakerAcrossNodes(t *testing.T) {
 	defer dead.mu.Unlock()
 	if dead.requests != br.Failures {
 		t.Errorf("%d requests to a dead endpoint from two nodes; the breaker opens after %d", dead.requests, br.Failures)
+	}
+}
+
+// With several nodes fanning out, a patient's later event can have its
+// job stored first. The test plays such a fan-out (each batch's jobs
+// stored in reverse event order, slowly, before the events are
+// acknowledged): the jobs still reach the endpoint in event order.
+func TestLanesOrderWhenFanoutRaces(t *testing.T) {
+	ns := testnats.Start(t, "")
+	fan := laneStreams(t, ns)
+	var never atomic.Bool
+	lanesNode(t, ns, "a", &never, 4, BreakerConfig{Failures: 1000})
+	lanesNode(t, ns, "b", &never, 4, BreakerConfig{Failures: 1000})
+	rc := newLaneReceiver(t, nil)
+	endpoint := rc.srv.URL + "/hook"
+	ctx := context.Background()
+	const events = 48
+	for i := range events {
+		nhs := validNHS(i % 2)
+		h := nats.Header{}
+		h.Set("Ems-Nhs-Number", nhs)
+		if _, err := ns.JS.PublishMsg(ctx, &nats.Msg{Subject: "ems.events.pds-change-of-gp-1." + nhs, Header: h, Data: []byte("e")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for done := 0; done < events; {
+		batch, err := fan.Fetch(8, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		for i := len(msgs) - 1; i >= 0; i-- {
+			md, _ := msgs[i].Metadata()
+			publishHookJob(t, ns.JS, endpoint, msgs[i].Headers().Get("Ems-Nhs-Number"), int(md.Sequence.Stream))
+			time.Sleep(15 * time.Millisecond)
+		}
+		for _, m := range msgs {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		done += len(msgs)
+	}
+	waitFor(t, "every job delivered", func() bool {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		return len(rc.ok[validNHS(0)])+len(rc.ok[validNHS(1)]) == events
+	})
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for nhs, seqs := range rc.arrivals {
+		if !slices.IsSorted(seqs) {
+			t.Errorf("patient %s: out of event order: %v", nhs, seqs)
+		}
 	}
 }
