@@ -200,16 +200,36 @@ func (s *Store) Get(ctx context.Context, mailbox, id string) (*Message, error) {
 	if !ValidMailbox(mailbox) || !mailboxRE.MatchString(id) {
 		return nil, ErrNotFound
 	}
+	var e *entry
 	if s.ready.Load() {
-		if e, checked := s.idx.lookup(mailbox, id); e != nil {
+		var checked bool
+		if e, checked = s.idx.lookup(mailbox, id); e != nil {
 			m, err := s.getIndexed(ctx, e, checked)
 			if m != nil || err != nil {
 				return m, err
 			}
-			// No longer at the sequence the index knows: read the
-			// streams as they are.
+			// Not at the sequence the index knows: read the streams as
+			// they are.
 		}
 	}
+	m, err := s.getStreams(ctx, mailbox, id)
+	if e != nil {
+		switch {
+		case errors.Is(err, ErrGone):
+			// Acknowledged on another node, or re-stored after its
+			// acknowledgement: the next list checks it again (and
+			// finishes its delete).
+			s.idx.uncheck(e)
+		case errors.Is(err, ErrNotFound):
+			// Neither stored nor acknowledged (an operator purged it):
+			// not to be listed.
+			s.idx.remove(e)
+		}
+	}
+	return m, err
+}
+
+func (s *Store) getStreams(ctx context.Context, mailbox, id string) (*Message, error) {
 	if gone, err := s.acked(ctx, mailbox, id); err != nil {
 		return nil, err
 	} else if gone {
@@ -225,8 +245,9 @@ func (s *Store) Get(ctx context.Context, mailbox, id string) (*Message, error) {
 	return toMessage(mailbox, m), nil
 }
 
-// getIndexed reads the message of e by its sequence; nil, nil when it is no
-// longer there (acknowledged on another node, re-stored, or purged).
+// getIndexed reads the message of e by its sequence; nil, nil when it is not
+// there (acknowledged on another node, re-stored, purged, or, in a cluster,
+// a replica answering that has not stored it yet).
 func (s *Store) getIndexed(ctx context.Context, e *entry, checked bool) (*Message, error) {
 	mailbox := e.box.name
 	if !checked {
@@ -241,7 +262,6 @@ func (s *Store) getIndexed(ctx context.Context, e *entry, checked bool) (*Messag
 		return nil, fmt.Errorf("reading message %s of %s: %w", e.id, mailbox, err)
 	}
 	if err != nil || raw.Subject != Subject(mailbox, e.id) {
-		s.idx.remove(e)
 		return nil, nil
 	}
 	return toMessage(mailbox, raw), nil
@@ -294,8 +314,9 @@ func (s *Store) checkAll(ctx context.Context, es []*entry) error {
 	return nil
 }
 
-// Filter selects messages while listing.
-type Filter func(*Message) bool
+// Filter selects messages while listing. It must not keep m: the index
+// reuses it.
+type Filter func(m *Message) bool
 
 // List returns up to limit unacknowledged messages of a mailbox, oldest
 // first, starting after the message with id after ("" = from the start).

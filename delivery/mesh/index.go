@@ -124,6 +124,13 @@ func (x *index) markChecked(e *entry) {
 	x.mu.Unlock()
 }
 
+// uncheck has e checked again before it is next listed.
+func (x *index) uncheck(e *entry) {
+	x.mu.Lock()
+	e.checked = false
+	x.mu.Unlock()
+}
+
 // kill removes e; x.mu is held.
 func (x *index) kill(e *entry) {
 	if e.dead {
