@@ -8,6 +8,14 @@
 // duplicate window, never brings an acknowledged message back. Both live in
 // JetStream, so an acknowledgement costs no fsync of its own and has the
 // same durability as the message it acknowledges.
+//
+// Each node keeps an index of the unacknowledged messages in memory (id,
+// sequence, store time, workflow; no bodies), fed from both streams
+// (feed.go), so that listing and counting read no stream and retrieve and
+// acknowledge address a message by its sequence. An acknowledgement made on
+// another node reaches the index through the acknowledgements stream within
+// moments; until then a list there may still show the message, and its
+// retrieve answers 410.
 package mesh
 
 import (
