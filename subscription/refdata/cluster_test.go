@@ -368,3 +368,42 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestGroupCommitIsolatesFailures: the demographics' group commit writes
+// every caller's change, and a failing caller fails alone.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	d, err := OpenDemographics(openDB(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	var wg sync.WaitGroup
+	errs := make([]error, 64)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = d.commit(func(tx *bolt.Tx) error {
+				if i == 7 {
+					return boom
+				}
+				return tx.Bucket(bucketPatients).Put([]byte(scaleNHS(100*i)), []byte(`{}`))
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if want := error(nil); i == 7 {
+			if !errors.Is(err, boom) {
+				t.Errorf("caller 7: %v", err)
+			}
+		} else if err != want {
+			t.Errorf("caller %d: %v", i, err)
+		}
+	}
+	n := 0
+	_ = d.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketPatients).Stats().KeyN; return nil })
+	if n != 63 {
+		t.Errorf("%d records written, want 63", n)
+	}
+}
