@@ -98,11 +98,14 @@ func entryOf(sub *Subscription) MatchEntry {
 		ChannelType: sub.Channel.Type, Endpoint: sub.Channel.Endpoint, Payload: sub.Channel.Payload}
 }
 
+// matchEntryVersion is the first byte of a match index value.
+const matchEntryVersion = 1
+
 // encodeMatchEntry is a compact binary form: the matcher decodes one per
 // candidate, so JSON would dominate the match cost.
 func encodeMatchEntry(e MatchEntry) []byte {
 	b := make([]byte, 0, 64)
-	b = append(b, recordVersion, byte(e.Kind), byte(e.Registration))
+	b = append(b, matchEntryVersion, byte(e.Kind), byte(e.Registration))
 	flags := byte(0)
 	if e.HasAgeLT {
 		flags |= 1
@@ -129,7 +132,7 @@ var errBadEntry = errors.New("corrupt match index entry")
 
 func decodeMatchEntry(b []byte) (MatchEntry, error) {
 	var e MatchEntry
-	if len(b) < 4 || b[0] != recordVersion {
+	if len(b) < 4 || b[0] != matchEntryVersion {
 		return e, errBadEntry
 	}
 	e.Kind, e.Registration = Kind(b[1]), Registration(b[2])

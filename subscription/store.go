@@ -37,7 +37,11 @@ var (
 
 // SchemaVersion is the layout this code writes. Open migrates older files
 // step by step and refuses newer ones rather than misreading them.
-const SchemaVersion = 1
+//
+// Version 2 writes primary records in the compact binary encoding
+// (record.go); version 1 wrote JSON. A program that knows only version 1
+// could not read the new records, so the version says so.
+const SchemaVersion = 2
 
 // migrations[v] upgrades a file from schema v to v+1 inside one
 // transaction. Version 0 is an empty file.
@@ -50,11 +54,14 @@ var migrations = map[int]func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	// Schema 1's JSON records stay readable (their first byte says which
+	// encoding follows) and are rewritten in the binary encoding when they
+	// next change: rewriting a million records at start would hold them
+	// all in one transaction's memory for a one-off saving that bbolt
+	// cannot hand back to the file system anyway (it never shrinks a file;
+	// `bbolt compact` does, offline).
+	1: func(*bolt.Tx) error { return nil },
 }
-
-// recordVersion is the first byte of every stored record, so that a later
-// encoding can be told apart from this one without a migration pass.
-const recordVersion = 1
 
 // StoreOptions configure a Store.
 type StoreOptions struct {
@@ -322,25 +329,6 @@ func applyChange(tx *bolt.Tx, ch Change) error {
 
 func historyKey(id string, seq uint64) []byte {
 	return append(append([]byte(id), 0), u64(seq)...)
-}
-
-func encodeSubscription(sub *Subscription) ([]byte, error) {
-	raw, err := json.Marshal(sub)
-	if err != nil {
-		return nil, fmt.Errorf("encoding subscription %s: %w", sub.ID, err)
-	}
-	return append([]byte{recordVersion}, raw...), nil
-}
-
-func decodeSubscription(raw []byte) (*Subscription, error) {
-	if len(raw) == 0 || raw[0] != recordVersion {
-		return nil, fmt.Errorf("unknown record encoding")
-	}
-	var sub Subscription
-	if err := json.Unmarshal(raw[1:], &sub); err != nil {
-		return nil, err
-	}
-	return &sub, nil
 }
 
 func getTx(tx *bolt.Tx, id string) (*Subscription, error) {
