@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,26 +10,60 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ems-broker/ems/delivery"
 	"github.com/ems-broker/ems/fhir"
 )
 
-// natsCluster is three nats-servers clustered on loopback, in the test
-// process: the external cluster emsd nodes connect to in cluster mode.
+// natsCluster is three nats-servers clustered on loopback, each a child
+// process of the test (the nats-server main of the pinned module, built
+// once), so that a failure test can SIGKILL one: no graceful shutdown, no
+// leadership handed over, whatever was not yet on disk is gone.
 type natsCluster struct {
-	t    *testing.T
-	opts []*server.Options
-	srvs []*server.Server
+	t     *testing.T
+	ports []int
+	confs []string
+	procs []*natsProc
+}
+
+type natsProc struct {
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	exited chan struct{}
+}
+
+var (
+	natsServerOnce sync.Once
+	natsServerBin  string
+	natsServerErr  error
+)
+
+// natsServerBinary builds github.com/nats-io/nats-server/v2 at the version
+// go.mod pins (its main imports only the server package we already use).
+func natsServerBinary(t *testing.T) string {
+	t.Helper()
+	natsServerOnce.Do(func() {
+		natsServerBin = filepath.Join(binDir, "nats-server")
+		out, err := exec.Command("go", "build", "-o", natsServerBin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		if err != nil {
+			natsServerErr = fmt.Errorf("building nats-server: %v\n%s", err, out)
+		}
+	})
+	if natsServerErr != nil {
+		t.Fatal(natsServerErr)
+	}
+	return natsServerBin
 }
 
 func freePort(t *testing.T) int {
@@ -43,6 +78,7 @@ func freePort(t *testing.T) int {
 
 func startNATSCluster(t *testing.T) *natsCluster {
 	t.Helper()
+	natsServerBinary(t)
 	c := &natsCluster{t: t}
 	var routes []string
 	var clusterPorts []int
@@ -51,54 +87,76 @@ func startNATSCluster(t *testing.T) *natsCluster {
 		clusterPorts = append(clusterPorts, p)
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 	}
+	dir := t.TempDir()
 	for i := range 3 {
-		o := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i),
-			Host:       "127.0.0.1", Port: freePort(t),
-			JetStream: true, StoreDir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i)),
-			NoSigs: true, NoLog: true, MaxPayload: 8 << 20,
-			Cluster: server.ClusterOpts{Name: "ems-test", Host: "127.0.0.1", Port: clusterPorts[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+		port := freePort(t)
+		conf := filepath.Join(dir, fmt.Sprintf("n%d.conf", i))
+		text := fmt.Sprintf("server_name: n%d\nlisten: 127.0.0.1:%d\nmax_payload: 8MB\n"+
+			"jetstream { store_dir: %q }\n"+
+			"cluster { name: ems-test, listen: 127.0.0.1:%d, routes: [%s] }\n",
+			i, port, filepath.Join(dir, fmt.Sprintf("n%d", i)), clusterPorts[i], strings.Join(routes, ", "))
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		c.opts = append(c.opts, o)
-		c.srvs = append(c.srvs, nil)
+		c.ports = append(c.ports, port)
+		c.confs = append(c.confs, conf)
+		c.procs = append(c.procs, nil)
 		c.start(i)
 	}
 	t.Cleanup(func() {
-		for i := range c.srvs {
-			c.stop(i)
+		for i := range c.procs {
+			c.kill(i)
 		}
 	})
 	c.waitJetStream()
 	return c
 }
 
+// start runs server i on its configuration (and store) and waits until
+// it accepts connections.
 func (c *natsCluster) start(i int) {
 	c.t.Helper()
-	s, err := server.NewServer(c.opts[i])
-	if err != nil {
+	out := &bytes.Buffer{}
+	cmd := exec.Command(natsServerBinary(c.t), "-c", c.confs[i])
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	go s.Start()
-	if !s.ReadyForConnections(20 * time.Second) {
-		c.t.Fatalf("nats n%d not ready", i)
+	p := &natsProc{cmd: cmd, out: out, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	c.procs[i] = p
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.ports[i]), time.Second)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		select {
+		case <-p.exited:
+			c.t.Fatalf("nats n%d exited at start:\n%s", i, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("nats n%d not accepting connections: %v", i, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	c.srvs[i] = s
 }
 
-// stop shuts server i down (its raft leaderships step down first).
-func (c *natsCluster) stop(i int) {
-	if s := c.srvs[i]; s != nil {
-		s.Shutdown()
-		s.WaitForShutdown()
-		c.srvs[i] = nil
+// kill SIGKILLs server i: a crash, not a shutdown.
+func (c *natsCluster) kill(i int) {
+	if p := c.procs[i]; p != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.exited
+		c.procs[i] = nil
 	}
 }
 
 func (c *natsCluster) urls() []string {
 	var out []string
-	for _, o := range c.opts {
-		out = append(out, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))
+	for _, p := range c.ports {
+		out = append(out, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	return out
 }
@@ -271,9 +329,11 @@ func clusterStatusOf(t *testing.T, e *emsd) (clusterStatusView, string) {
 // TestClusterSurvivesNodeLoss runs two emsd nodes on a three-server NATS
 // cluster: a subscription created on one is read and matched on the
 // other; under publish and subscription load one NATS server and then one
-// emsd node are stopped and restarted; afterwards every accepted event has
-// reached its webhook and mailbox at least once, and every acknowledged
-// subscription write is on both nodes.
+// emsd node are SIGKILLed and restarted; afterwards every accepted event
+// has reached its webhook and mailbox at least once, first in publish
+// order at the webhook (the patient's jobs move between the nodes' lanes
+// when b dies and comes back), and every acknowledged subscription write
+// is on both nodes.
 func TestClusterSurvivesNodeLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a three-server NATS cluster and kills nodes")
@@ -373,19 +433,31 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 	}()
 
 	time.Sleep(time.Second)
-	t.Log("stopping NATS server n1")
-	nc.stop(1)
+	t.Log("killing NATS server n1 (SIGKILL)")
+	nc.kill(1)
 	time.Sleep(3 * time.Second)
 	nc.start(1)
 	t.Log("NATS server n1 restarted")
 	time.Sleep(2 * time.Second)
-	t.Log("killing emsd b")
-	b.kill()
-	time.Sleep(time.Second)
-	b.start()
-	nodes.set(1, b.baseURL())
-	t.Log("emsd b restarted")
-	time.Sleep(2 * time.Second)
+	// The node working the webhook's lane dies with the patient's jobs
+	// in hand; it stays down past the lease TTL (10 s) so that the other
+	// node takes the lane over, then comes back and takes it back.
+	victim, vi := b, 1
+	if owner := laneOwner(t, nc.connect(t), hs.URL); owner == "a" {
+		victim, vi = a, 0
+	}
+	t.Logf("killing emsd %s (SIGKILL), which works the webhook's lane", []string{"a", "b"}[vi])
+	victim.kill()
+	time.Sleep(12 * time.Second)
+	if owner := laneOwner(t, nc.connect(t), hs.URL); owner == []string{"a", "b"}[vi] {
+		t.Errorf("the webhook's lane is still held by the dead node %s 12 s after it was killed", owner)
+	} else {
+		t.Logf("the webhook's lane taken over by %s", owner)
+	}
+	victim.start()
+	nodes.set(vi, victim.baseURL())
+	t.Log("restarted")
+	time.Sleep(5 * time.Second)
 	close(stop)
 	<-done
 	<-subsDone
@@ -421,9 +493,7 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 		}
 		return missMesh == 0 && missHook == 0
 	}
-	// Cluster mode turns delivery's per-patient ordering off (its index
-	// is per node and livelocks across nodes: docs/cluster.md), so every
-	// accepted event must reach both the mailbox and the webhook.
+	// Every accepted event must reach both the mailbox and the webhook.
 	for deadline := time.Now().Add(2 * time.Minute); !delivered(); time.Sleep(time.Second) {
 		if time.Now().After(deadline) {
 			_, body := a.admin(t, http.MethodGet, "/admin/v1/status", "")
@@ -441,6 +511,37 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 		hookDup += max(hookCount[id]-1, 0)
 	}
 	t.Logf("duplicates: %d in the mailbox, %d at the webhook (of %d events each)", meshDup, hookDup, len(accepted))
+
+	// Per-patient order at the webhook: every event for the patient (all
+	// of them here) first arrives after every earlier one, in the order
+	// of the events stream, whichever node sent it.
+	seqOf := eventSeqs(t, nc.connect(t), "EMS_EVENTS")
+	var highest uint64
+	seen := map[string]bool{}
+	var outOfOrder, replays int
+	for _, r := range hook.ok() {
+		id := r.header.Get("X-Event-Message-Id")
+		seq, ok := seqOf[id]
+		if !ok {
+			t.Errorf("webhook got event %s, not in the events stream", id)
+			continue
+		}
+		if seen[id] {
+			if seq < highest {
+				replays++ // a duplicate of an event after a later one
+			}
+			continue
+		}
+		seen[id] = true
+		if seq < highest {
+			if outOfOrder < 5 {
+				t.Errorf("event %s (seq %d) first reached the webhook after seq %d", id, seq, highest)
+			}
+			outOfOrder++
+		}
+		highest = max(highest, seq)
+	}
+	t.Logf("webhook order: %d events out of order, %d duplicates replayed after a later event", outOfOrder, replays)
 	// At-least-once across a crash redelivers what was in flight, not
 	// the whole stream.
 	if limit := len(accepted) / 4; meshDup > limit || hookDup > limit {
@@ -478,6 +579,60 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 			t.Errorf("stream %s has %d replicas, want 3", s.Name, len(s.Replicas))
 		}
 	}
+}
+
+// laneOwner is the node holding the lease of the webhook endpoint's lane.
+func laneOwner(t *testing.T, js jetstream.JetStream, endpoint string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, delivery.DefaultLanesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var owner string
+	eventually(t, 20*time.Second, "the webhook's lane held", func() bool {
+		e, err := kv.Get(ctx, "lane."+strconv.Itoa(delivery.LaneOf("rest-hook", endpoint)))
+		if err != nil {
+			return false
+		}
+		owner, _, _ = strings.Cut(string(e.Value()), " ")
+		return true
+	})
+	return owner
+}
+
+// eventSeqs maps every event id in the events stream to its sequence.
+func eventSeqs(t *testing.T, js jetstream.JetStream, stream string) map[string]uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s.CachedInfo().State.Msgs
+	out := map[string]uint64{}
+	for uint64(len(out)) < want {
+		batch, err := c.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			md, _ := m.Metadata()
+			out[m.Headers().Get(fhir.HeaderMessageID)] = md.Sequence.Stream
+			n++
+		}
+		if n == 0 {
+			t.Fatalf("read %d of %d events", len(out), want)
+		}
+	}
+	return out
 }
 
 func lastLines(s string, n int) string {
