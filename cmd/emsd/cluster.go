@@ -52,7 +52,7 @@ func deliveryLanes(cfg config.Config) *delivery.LaneOptions {
 	if !cfg.Cluster.Enabled {
 		return nil
 	}
-	return &delivery.LaneOptions{Node: cfg.Cluster.NodeName, Replicas: cfg.Cluster.Replicas}
+	return &delivery.LaneOptions{Node: cfg.Cluster.NodeName, Replicas: cfg.Cluster.Replicas, EventsStream: cfg.NATS.EventsStream.Name}
 }
 
 // clusterNode is this node's part in a cluster; nil when cluster mode is
