@@ -3,9 +3,16 @@ package refdata
 import (
 	"context"
 	"fmt"
+	"net"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ems-broker/ems/fhir"
 	"github.com/ems-broker/ems/subscription"
@@ -32,13 +39,16 @@ func BenchmarkComplete(b *testing.B) {
 			bundles[v] = append(bundles[v], readEvent(b, "PDS-Change-Of-Address-ems-example.xml", "9912003888", n, "LS17 7DF", pc))
 		}
 	}
-	for _, mode := range []string{"bbolt", "kv"} {
+	for _, mode := range []string{"bbolt", "kv", "kv-r3"} {
 		for _, changed := range []bool{false, true} {
 			b.Run(fmt.Sprintf("store=%s/changed=%v", mode, changed), func(b *testing.B) {
 				var svc *Service
-				if mode == "kv" {
+				switch mode {
+				case "kv":
 					svc = openClusterNode(b, startJS(b), "a", nil).svc
-				} else {
+				case "kv-r3":
+					svc = openClusterNodeJS(b, startJSCluster(b), "a", nil, 3).svc
+				default:
 					var err error
 					if svc, err = New(Options{DB: openDB(b), Logger: quietLogger()}); err != nil {
 						b.Fatal(err)
@@ -70,6 +80,63 @@ func BenchmarkComplete(b *testing.B) {
 					}
 				})
 			})
+		}
+	}
+}
+
+// startJSCluster runs three clustered JetStream servers on loopback, as
+// the cluster mode's external NATS, and connects to all three.
+func startJSCluster(b *testing.B) jetstream.JetStream {
+	b.Helper()
+	port := func() int {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	var routes, urls []string
+	var opts []*server.Options
+	for i := range 3 {
+		o := &server.Options{ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: port(),
+			JetStream: true, StoreDir: b.TempDir(), NoSigs: true, NoLog: true, MaxPayload: 8 << 20,
+			Cluster: server.ClusterOpts{Name: "bench", Host: "127.0.0.1", Port: port()}}
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.Cluster.Port))
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))
+		opts = append(opts, o)
+	}
+	for _, o := range opts {
+		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		s, err := server.NewServer(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go s.Start()
+		b.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		if !s.ReadyForConnections(20 * time.Second) {
+			b.Fatal("nats not ready")
+		}
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Wait for the meta leader: until then no bucket can be created.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "PROBE", Replicas: 3})
+		cancel()
+		if err == nil {
+			return js
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("JetStream cluster not ready: %v", err)
 		}
 	}
 }

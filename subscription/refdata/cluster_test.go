@@ -63,13 +63,18 @@ type clusterNode struct {
 
 func openClusterNode(t testing.TB, s *jsServer, name string, db *bolt.DB) *clusterNode {
 	t.Helper()
+	return openClusterNodeJS(t, s.connect(t), name, db, 1)
+}
+
+func openClusterNodeJS(t testing.TB, js jetstream.JetStream, name string, db *bolt.DB, replicas int) *clusterNode {
+	t.Helper()
 	if db == nil {
 		db = openDB(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	svc, err := Open(ctx, Options{DB: db, Logger: quietLogger(),
-		Cluster: ClusterOptions{JS: s.connect(t), Node: name, Retry: 100 * time.Millisecond}})
+		Cluster: ClusterOptions{JS: js, Node: name, Replicas: replicas, Retry: 100 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
