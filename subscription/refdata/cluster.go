@@ -310,6 +310,9 @@ func (c *cluster) reconcile(ctx context.Context, k Kind) error {
 // sync is reconcile for a given state; load false skips missing versions
 // (the admin routes apply a change they made without waiting for a load).
 func (c *cluster) sync(ctx context.Context, k Kind, st clusterState, load bool) error {
+	if len(st.Versions) == 0 {
+		return nil // no import of this kind has completed in the cluster yet
+	}
 	local, err := c.store.Versions(k)
 	if err != nil {
 		return err
@@ -330,6 +333,7 @@ func (c *cluster) sync(ctx context.Context, k Kind, st clusterState, load bool) 
 		return cmp.Compare(a.Version, b.Version)
 	})
 	var errs []error
+	replaced := false
 	for _, v := range order {
 		if c.isPending(k, v.Version) {
 			continue
@@ -348,6 +352,13 @@ func (c *cluster) sync(ctx context.Context, k Kind, st clusterState, load bool) 
 			if err := c.store.drop(k, v.Version); err != nil {
 				return err
 			}
+			// The readers' snapshot may hold the dropped file's postcode
+			// dictionary under the same number: rebuild it now, and again
+			// below once the cluster's file is in.
+			replaced = true
+			if err := c.store.reload(); err != nil {
+				return err
+			}
 		}
 		if !load {
 			continue
@@ -360,8 +371,12 @@ func (c *cluster) sync(ctx context.Context, k Kind, st clusterState, load bool) 
 	}
 	if h, ok := have[st.Active]; ok && h.State == Ready {
 		i, _ := st.version(st.Active)
-		if _, err := c.store.setPointer(k, st.Active, st.Previous, st.Versions[i].Activated, st.Versions[i].Actor); err != nil {
+		if changed, err := c.store.setPointer(k, st.Active, st.Previous, st.Versions[i].Activated, st.Versions[i].Actor); err != nil {
 			errs = append(errs, err)
+		} else if replaced && !changed {
+			if err := c.store.reload(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	// Drop what the cluster no longer lists, except this node's own

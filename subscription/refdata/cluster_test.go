@@ -412,3 +412,32 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		t.Errorf("%d records written, want 63", n)
 	}
 }
+
+// TestClusterTakesOverLocalVersions: a node with datasets of its own from
+// before cluster mode keeps them until the cluster imports that kind, and
+// the cluster's file replaces a local one under the same number.
+func TestClusterTakesOverLocalVersions(t *testing.T) {
+	s := startJS(t)
+	db := openDB(t)
+	single, err := New(Options{DB: db, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := importFile(t, single.Store(), NSPL, "nspl-2025-05.csv")
+	old := openClusterNode(t, s, "old", db)
+	if got, _ := old.svc.Store().Active(NSPL); got.SHA256 != own.SHA256 {
+		t.Fatalf("the node's own directory was not kept: %+v", got)
+	}
+	b := openClusterNode(t, s, "b", nil)
+	var v Version
+	if code := b.post(t, "/admin/v1/refdata/nspl?name=nspl-2025-11.csv", "nspl-2025-11.csv", &v); code != http.StatusCreated || v.Version != 1 {
+		t.Fatalf("import: %d %+v", code, v)
+	}
+	eventually(t, "the cluster's nspl@1 replaces the node's", func() bool {
+		got, err := old.svc.Store().Active(NSPL)
+		return err == nil && got.SHA256 == v.SHA256
+	})
+	if area, ok := lookup(t, old.svc.Store(), "CA8 7JG"); !ok || area.LocalAuthority != "E06000057" {
+		t.Errorf("lookup after the replacement: %+v %v", area, ok)
+	}
+}
