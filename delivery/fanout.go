@@ -212,6 +212,14 @@ type endpointGroup struct {
 // Process fans one event out and returns once every job is stored.
 func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq uint64) error {
 	eventCode, nhs, eventID := h.Get(fhir.HeaderEventCode), h.Get(fhir.HeaderNHSNumber), h.Get(fhir.HeaderMessageID)
+	began := time.Now()
+	mark := began
+	stage := func(name string) {
+		now := time.Now()
+		f.o.Metrics.fanoutStage.WithLabelValues(name).Observe(now.Sub(mark).Seconds())
+		mark = now
+	}
+	defer func() { f.o.Metrics.fanoutStage.WithLabelValues("total").Observe(time.Since(began).Seconds()) }()
 	format, ok := fhir.FormatForContentType(h.Get(fhir.HeaderContentType))
 	if !ok {
 		format = fhir.Sniff(body)
@@ -224,16 +232,19 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 		f.o.Metrics.events.WithLabelValues("unparseable").Inc()
 		return nil
 	}
+	stage("parse")
 	facts := Facts(eventCode, h.Get(fhir.HeaderMessageEventType), nhs, bundle)
 	if f.o.Facts != nil {
 		if facts, err = f.o.Facts.Complete(ctx, facts, bundle); err != nil {
 			return fmt.Errorf("completing the facts of event %s: %w", eventID, err)
 		}
 	}
+	stage("facts")
 	matches, err := f.o.Matcher.Match(facts)
 	if err != nil {
 		return fmt.Errorf("matching event %s: %w", eventID, err)
 	}
+	stage("match")
 	if len(matches) == 0 {
 		f.o.Metrics.events.WithLabelValues("unmatched").Inc()
 		return nil
@@ -304,6 +315,7 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 			return ctx.Err()
 		}
 	}
+	stage("store")
 	now := f.o.Now()
 	for _, fut := range futures {
 		m := fut.Msg()

@@ -14,6 +14,10 @@ type Metrics struct {
 	transitions *prometheus.CounterVec
 	inboxDepth  *prometheus.GaugeVec
 	inboxOld    *prometheus.GaugeVec
+	// fanoutStage times the fan-out of one event by stage (parse, facts,
+	// match, store, total): when end-to-end latency grows, it says whether
+	// the fan-out is waiting on disk, on JetStream or on CPU.
+	fanoutStage *prometheus.HistogramVec
 }
 
 // NewMetrics registers delivery's metrics on reg (nil: not registered).
@@ -39,9 +43,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Unacknowledged messages per built-in MESH mailbox."}, []string{"mailbox"}),
 		inboxOld: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ems_mesh_inbox_oldest_age_seconds",
 			Help: "Age of the oldest unacknowledged message per mailbox (alert above the retention)."}, []string{"mailbox"}),
+		fanoutStage: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ems_delivery_fanout_seconds",
+			Help:    "Time to fan out one event, by stage: parse, facts (demographics and reference data), match, store (jobs acknowledged by JetStream), total.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}, []string{"stage"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.jobs, m.deliveries, m.attempt, m.backlog, m.dead, m.breaker, m.transitions, m.inboxDepth, m.inboxOld)
+		reg.MustRegister(m.events, m.jobs, m.deliveries, m.attempt, m.backlog, m.dead, m.breaker, m.transitions, m.inboxDepth, m.inboxOld, m.fanoutStage)
 	}
 	return m
 }
