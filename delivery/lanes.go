@@ -525,3 +525,28 @@ func (d *Dispatcher) predecessorsKnown(ctx context.Context, j *Job) (bool, error
 	// all but the rarest interleavings (docs/cluster.md).
 	return true, nil
 }
+
+// LaneHolders reads who holds each lane's lease (bucket "" = the
+// default): node → its lanes; lanes nobody holds are under "".
+func LaneHolders(ctx context.Context, js jetstream.JetStream, bucket string) (map[string][]int, error) {
+	if bucket == "" {
+		bucket = DefaultLanesBucket
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("opening lanes bucket %s: %w", bucket, err)
+	}
+	out := map[string][]int{}
+	for lane := range LaneCount {
+		owner := ""
+		e, err := kv.Get(ctx, laneKey(lane))
+		switch {
+		case err == nil:
+			owner, _, _ = strings.Cut(string(e.Value()), " ") // "node incarnation"
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return nil, fmt.Errorf("reading lane %d: %w", lane, err)
+		}
+		out[owner] = append(out[owner], lane)
+	}
+	return out, nil
+}

@@ -211,6 +211,13 @@ func TestLaneLeasesHandedBackOnStop(t *testing.T) {
 	waitFor(t, "shared", func() bool {
 		return own.count("a") > 0 && own.count("b") > 0 && own.count("a")+own.count("b") == LaneCount
 	})
+	holders, err := LaneHolders(context.Background(), ns.JS, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(holders["a"]) != own.count("a") || len(holders["b"]) != own.count("b") {
+		t.Errorf("LaneHolders %v; a works %d lanes, b %d", holders, own.count("a"), own.count("b"))
+	}
 	stopped := time.Now()
 	stopB()
 	waitFor(t, "a has every lane", func() bool { return own.count("a") == LaneCount })

@@ -178,7 +178,10 @@ type clusterStatus struct {
 	ChangeLog changeLogStatus   `json:"changeLog"`
 	Nodes     []nodeStatus      `json:"nodes"`
 	Streams   []streamPlacement `json:"streams"`
-	Error     string            `json:"error,omitempty"`
+	// Lanes are the webhook lanes each node works (node → lanes), read
+	// from the lease bucket; a lane held by no node is under "".
+	Lanes map[string][]int `json:"lanes"`
+	Error string           `json:"error,omitempty"`
 }
 
 type natsClusterStatus struct {
@@ -273,7 +276,17 @@ func (c *clusterNode) status(ctx context.Context) *clusterStatus {
 		st.Streams = append(st.Streams, p)
 	}
 	sort.Slice(st.Streams, func(i, j int) bool { return st.Streams[i].Name < st.Streams[j].Name })
+	st.Lanes = c.lanes(ctx)
 	return st
+}
+
+// lanes reads who holds each webhook lane's lease.
+func (c *clusterNode) lanes(ctx context.Context) map[string][]int {
+	out, err := delivery.LaneHolders(ctx, c.js, "")
+	if err != nil {
+		return map[string][]int{}
+	}
+	return out
 }
 
 // clusterStore opens the node's subscription store in db writing through
