@@ -236,14 +236,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return err
 }
 
-// Lanes lists the lanes this node works now (nil without lanes).
-func (d *Dispatcher) Lanes() []int {
-	if d.lanes == nil {
-		return nil
-	}
-	return d.lanes.heldLanes()
-}
-
 // runLane works one lane while this node holds its lease. The lane's
 // consumer is created afresh, so that every job of the lane not yet
 // acknowledged comes to this node at once and in stream order: the
@@ -539,7 +531,7 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg, j *Job) {
 	}
 	res := d.o.Sender.Send(ctx, j)
 	<-ep.sem
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && res.Class != Delivered {
 		// Cancelled mid-attempt (the node is stopping or gave up the
 		// lane): the outcome is unknown and says nothing about the
 		// endpoint; the job is sent again, by this node or the lane's

@@ -451,10 +451,14 @@ type horizon struct{ floor, last uint64 }
 // share: one pair of requests instead of one per job.
 const horizonMaxAge = 5 * time.Millisecond
 
-func (d *Dispatcher) readHorizon(ctx context.Context) (horizon, error) {
+// readHorizon returns the last reading, or a new one if fresh is set and
+// the last is older than horizonMaxAge. Any past reading is a sound basis
+// for predecessorsKnown (the floor and the stream's end only grow); a
+// fresh one only lets more jobs go.
+func (d *Dispatcher) readHorizon(ctx context.Context, fresh bool) (horizon, error) {
 	d.horizonMu.Lock()
 	defer d.horizonMu.Unlock()
-	if time.Since(d.horizonAt) < horizonMaxAge {
+	if !d.horizonAt.IsZero() && (!fresh || time.Since(d.horizonAt) < horizonMaxAge) {
 		return d.horizon, nil
 	}
 	at := time.Now()
@@ -486,9 +490,15 @@ const maxLookAhead = 32
 func (d *Dispatcher) predecessorsKnown(ctx context.Context, j *Job) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	h, err := d.readHorizon(ctx)
+	h, err := d.readHorizon(ctx, false)
 	if err != nil {
 		return false, err
+	}
+	if j.EventSeq > h.floor+1 {
+		// The fan-out may have moved on since: read it again (shared).
+		if h, err = d.readHorizon(ctx, true); err != nil {
+			return false, err
+		}
 	}
 	if j.EventSeq > h.floor+1 {
 		m, err := d.events.GetMsg(ctx, h.floor+1, jetstream.WithGetMsgSubject(fhir.EventSubjectPrefix+"*."+j.NHSNumber))

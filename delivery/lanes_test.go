@@ -426,6 +426,48 @@ func TestLanesBreakerAcrossNodes(t *testing.T) {
 	}
 }
 
+// fanout plays the fan-out: it stores n events (patient nhs(i)), then
+// takes them from the fan-out consumer in batches of 8 and stores each
+// one's job before acknowledging it; racing stores a batch's jobs in
+// reverse event order, slowly, as two nodes fanning out at once may.
+func fanout(t *testing.T, ns *testnats.Server, fan jetstream.Consumer, endpoint string, n int, nhs func(int) string, racing bool) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range n {
+		h := nats.Header{}
+		h.Set("Ems-Nhs-Number", nhs(i))
+		if _, err := ns.JS.PublishMsg(ctx, &nats.Msg{Subject: "ems.events.pds-change-of-gp-1." + nhs(i), Header: h, Data: []byte("e")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for done := 0; done < n; {
+		batch, err := fan.Fetch(8, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if racing {
+			slices.Reverse(msgs)
+		}
+		for _, m := range msgs {
+			md, _ := m.Metadata()
+			publishHookJob(t, ns.JS, endpoint, m.Headers().Get("Ems-Nhs-Number"), int(md.Sequence.Stream))
+			if racing {
+				time.Sleep(15 * time.Millisecond)
+			}
+		}
+		for _, m := range msgs {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		done += len(msgs)
+	}
+}
+
 // With several nodes fanning out, a patient's later event can have its
 // job stored first. The test plays such a fan-out (each batch's jobs
 // stored in reverse event order, slowly, before the events are
@@ -437,38 +479,8 @@ func TestLanesOrderWhenFanoutRaces(t *testing.T) {
 	lanesNode(t, ns, "a", &never, 4, BreakerConfig{Failures: 1000})
 	lanesNode(t, ns, "b", &never, 4, BreakerConfig{Failures: 1000})
 	rc := newLaneReceiver(t, nil)
-	endpoint := rc.srv.URL + "/hook"
-	ctx := context.Background()
 	const events = 48
-	for i := range events {
-		nhs := validNHS(i % 2)
-		h := nats.Header{}
-		h.Set("Ems-Nhs-Number", nhs)
-		if _, err := ns.JS.PublishMsg(ctx, &nats.Msg{Subject: "ems.events.pds-change-of-gp-1." + nhs, Header: h, Data: []byte("e")}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for done := 0; done < events; {
-		batch, err := fan.Fetch(8, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		for i := len(msgs) - 1; i >= 0; i-- {
-			md, _ := msgs[i].Metadata()
-			publishHookJob(t, ns.JS, endpoint, msgs[i].Headers().Get("Ems-Nhs-Number"), int(md.Sequence.Stream))
-			time.Sleep(15 * time.Millisecond)
-		}
-		for _, m := range msgs {
-			if err := m.DoubleAck(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-		done += len(msgs)
-	}
+	fanout(t, ns, fan, rc.srv.URL+"/hook", events, func(i int) string { return validNHS(i % 2) }, true)
 	waitFor(t, "every job delivered", func() bool {
 		rc.mu.Lock()
 		defer rc.mu.Unlock()
@@ -481,4 +493,54 @@ func TestLanesOrderWhenFanoutRaces(t *testing.T) {
 			t.Errorf("patient %s: out of event order: %v", nhs, seqs)
 		}
 	}
+}
+
+// One patient's backlog to one endpoint is a strictly serial chain: what
+// lanes add per delivery (the confirmed ack, the predecessor check) shows
+// as the ratio of the two drain times, same jobs, same run.
+func TestLanesOnePatientBacklog(t *testing.T) {
+	const jobs = 300
+	drain := func(lanes bool) time.Duration {
+		ns := testnats.Start(t, "")
+		rc := newLaneReceiver(t, nil)
+		fanout(t, ns, laneStreams(t, ns), rc.srv.URL, jobs, func(int) string { return validNHS(7) }, false)
+		start := time.Now()
+		if lanes {
+			var never atomic.Bool
+			lanesNode(t, ns, "a", &never, 4, BreakerConfig{})
+		} else {
+			sender, err := NewSender(SenderOptions{Timeout: 2 * time.Second, Secrets: []string{testSecret},
+				Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dlog, err := NewLog(testnats.Bolt(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			d, err := NewDispatcher(ctx, DispatcherOptions{JS: ns.JS, Log: dlog, Sender: sender, AckWait: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { defer close(done); _ = d.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+		}
+		waitFor(t, "the backlog delivered", func() bool {
+			rc.mu.Lock()
+			defer rc.mu.Unlock()
+			return len(rc.ok[validNHS(7)]) == jobs
+		})
+		took := time.Since(start)
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		if seqs := rc.arrivals[validNHS(7)]; !slices.IsSorted(seqs) {
+			t.Errorf("lanes=%v: out of order", lanes)
+		}
+		return took
+	}
+	single, laned := drain(false), drain(true)
+	t.Logf("%d jobs for one patient: single node %v, lanes %v (x%.2f)", jobs, single.Round(time.Millisecond), laned.Round(time.Millisecond),
+		laned.Seconds()/single.Seconds())
 }
