@@ -753,10 +753,23 @@ func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, j *Job) {
 		_ = msg.Ack()
 		return
 	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	if err := msg.DoubleAck(actx); err != nil {
-		d.o.Logger.Warn("dispatcher: acknowledging a finished job", "job", j.ID, "err", err)
+	// Retried while the lane is ours (a NATS server failing over): the
+	// successor waits, as it would for the job itself. A lane given up
+	// meanwhile goes to a node that finds the job in the stream anyway.
+	for try := 1; ; try++ {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := msg.DoubleAck(actx)
+		cancel()
+		if err == nil {
+			break
+		}
+		d.o.Logger.Warn("dispatcher: acknowledging a finished job", "job", j.ID, "try", try, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(try)*200*time.Millisecond, 2*time.Second)):
+			continue
+		}
+		break
 	}
-	cancel()
 	d.leave(j)
 }

@@ -379,7 +379,7 @@ func (m *laneManager) acquire(ctx context.Context, lane int) {
 	m.mu.Lock()
 	m.held[lane] = l
 	m.mu.Unlock()
-	m.o.Logger.Debug("lanes: lane taken", "lane", lane, "node", m.o.Node)
+	m.o.Logger.Info("lanes: lane taken", "lane", lane, "node", m.o.Node)
 	go func() {
 		defer close(l.done)
 		m.work(wctx, lane)
