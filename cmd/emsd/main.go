@@ -108,6 +108,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 
+	// bbolt's defaults are kept on purpose. With the freelist synced
+	// (NoFreelistSync false), opening reads the meta and freelist pages
+	// only: under 1 ms and 2 MiB of the map for a 2 GB, 1M-subscription
+	// file. NoFreelistSync saves one page write per commit, but the next
+	// open rebuilds the freelist by walking every page of the file: 11-18 s
+	// and the whole file resident on that file. The freelist type (array or
+	// map) only matters for files with many free pages; a seeded file has
+	// none.
 	db, err := bolt.Open(cfg.Bbolt.Path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return fmt.Errorf("opening bbolt %s (is another emsd running on this data dir?): %w", cfg.Bbolt.Path, err)
