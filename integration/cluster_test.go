@@ -553,6 +553,12 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 		highest = max(highest, seq)
 	}
 	t.Logf("webhook order: %d events out of order, %d duplicates replayed after a later event", outOfOrder, replays)
+	for _, e := range []*emsd{a, b} {
+		logs := e.logText()
+		t.Logf("%s logged: %d lanes taken, %d released, %d acks of finished jobs retried", e.readyField("http"),
+			strings.Count(logs, "lanes: lane taken"), strings.Count(logs, "lanes: lane released"),
+			strings.Count(logs, "acknowledging a finished job"))
+	}
 	// At-least-once across a crash redelivers what was in flight, not
 	// the whole stream.
 	if limit := len(accepted) / 4; meshDup > limit || hookDup > limit {
