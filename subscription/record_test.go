@@ -222,3 +222,27 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestStoreOpenDoesNotWrite: opening a file already at SchemaVersion
+// commits nothing, so no fsync sits on emsd's start-up path.
+func TestStoreOpenDoesNotWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.db")
+	_, db := openTestStore(t, path, nil)
+	db.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	txid := func() (id int) {
+		_ = db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
+		return id
+	}
+	before := txid()
+	if _, err := NewStore(StoreOptions{DB: db}); err != nil {
+		t.Fatal(err)
+	}
+	if after := txid(); after != before {
+		t.Fatalf("opening a current store committed %d transactions", after-before)
+	}
+}

@@ -126,10 +126,39 @@ func NewStore(opts StoreOptions) (*Store, error) {
 	if s.newID == nil {
 		s.newID = newID
 	}
-	if err := s.db.Update(migrate); err != nil {
-		return nil, fmt.Errorf("subscription store: preparing %s: %w", s.db.Path(), err)
+	// Look before writing: a file already at SchemaVersion (every start
+	// but the first after an upgrade) needs no write transaction, whose
+	// fsync would otherwise sit on the start-up path.
+	current := false
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		v, err := schemaOf(tx)
+		current = v == SchemaVersion
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("subscription store: reading %s: %w", s.db.Path(), err)
+	}
+	if !current {
+		if err := s.db.Update(migrate); err != nil {
+			return nil, fmt.Errorf("subscription store: preparing %s: %w", s.db.Path(), err)
+		}
 	}
 	return s, nil
+}
+
+// schemaOf is the schema version recorded in the file; 0 when none is.
+func schemaOf(tx *bolt.Tx) (int, error) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0, nil
+	}
+	raw := meta.Get(keySchema)
+	switch len(raw) {
+	case 0:
+		return 0, nil
+	case 8:
+		return int(binary.BigEndian.Uint64(raw)), nil
+	}
+	return 0, fmt.Errorf("schema version %x is not 8 bytes", raw)
 }
 
 // newID makes a 32-hex-digit id from a version 7 UUID: ids are
@@ -153,9 +182,9 @@ func migrate(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	v := 0
-	if raw := meta.Get(keySchema); raw != nil {
-		v = int(binary.BigEndian.Uint64(raw))
+	v, err := schemaOf(tx)
+	if err != nil {
+		return err
 	}
 	if v > SchemaVersion {
 		return fmt.Errorf("schema version %d is newer than this program's %d", v, SchemaVersion)
