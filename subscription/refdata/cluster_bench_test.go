@@ -19,17 +19,17 @@ import (
 )
 
 // BenchmarkComplete measures what the fan-out pays per event for the
-// demographics, on one node (bbolt, writes grouped by db.Batch) and in
+// demographics, on one node (bbolt, writes group-committed) and in
 // cluster mode (the KV bucket on an embedded JetStream: one read per
-// event, one compare-and-set write when the event changes the record). It
-// runs four goroutines, as the fan-out's four workers do:
+// event, one compare-and-set write when the event changes the record),
+// with as many goroutines as fan-out workers (4, and the default 32):
 //
 //	go test -run '^$' -bench Complete -benchtime 3s ./subscription/refdata
 //
 // "unchanged" events are later events for a known patient (no write);
 // "changed" ones move the patient between two postcodes every time.
 func BenchmarkComplete(b *testing.B) {
-	const patients = 1000
+	const patients = 1024
 	var bundles [2][]*fhir.Node
 	var nhs []string
 	for i := range patients {
@@ -40,8 +40,12 @@ func BenchmarkComplete(b *testing.B) {
 		}
 	}
 	for _, mode := range []string{"bbolt", "kv", "kv-r3"} {
-		for _, changed := range []bool{false, true} {
-			b.Run(fmt.Sprintf("store=%s/changed=%v", mode, changed), func(b *testing.B) {
+		for _, bc := range []struct {
+			workers int
+			changed bool
+		}{{4, false}, {4, true}, {32, false}, {32, true}} {
+			workers, changed := bc.workers, bc.changed
+			b.Run(fmt.Sprintf("store=%s/workers=%d/changed=%v", mode, workers, changed), func(b *testing.B) {
 				var svc *Service
 				switch mode {
 				case "kv":
@@ -64,10 +68,10 @@ func BenchmarkComplete(b *testing.B) {
 				// Each goroutine takes its own patients, as the fan-out's
 				// workers do (events of one NHS number go to one worker).
 				var lanes atomic.Int64
-				b.SetParallelism((4 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+				b.SetParallelism((workers + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
-					for i := int(lanes.Add(1)); pb.Next(); i += 8 {
+					for i := int(lanes.Add(1)); pb.Next(); i += 64 {
 						p := i % patients
 						v, code := 0, "vaccinations-1"
 						if changed {
