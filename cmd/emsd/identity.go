@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ems-broker/ems/admin"
 	"github.com/ems-broker/ems/broker"
 	"github.com/ems-broker/ems/config"
+	"github.com/ems-broker/ems/delivery/mesh"
 	"github.com/ems-broker/ems/identity"
 )
 
@@ -125,6 +127,13 @@ func publicAudit(ctx context.Context, cfg config.Config, db *bolt.DB, log *slog.
 	}, log)
 	record = func(rec identity.AuditRecord) {
 		if rec.Path == broker.ProcessMessagePath && rec.Status < 300 {
+			return
+		}
+		// Likewise a MESH acknowledgement: EMS_MESH_ACKS records each
+		// with its mailbox and time, and there is one per delivery, so
+		// auditing them again cost a bbolt write per message read.
+		if rec.Status < 300 && rec.Method == http.MethodPut && strings.HasPrefix(rec.Path, mesh.APIPrefix+"/") &&
+			strings.HasSuffix(rec.Path, "/status/acknowledged") {
 			return
 		}
 		q.Add(rec)
