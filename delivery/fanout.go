@@ -235,7 +235,9 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 	stage("parse")
 	facts := Facts(eventCode, h.Get(fhir.HeaderMessageEventType), nhs, bundle)
 	if f.o.Facts != nil {
-		if facts, err = f.o.Facts.Complete(ctx, facts, bundle); err != nil {
+		// The sequence lets the demographics store keep a newer event's
+		// change when another node observes an older one after it.
+		if facts, err = f.o.Facts.Complete(subscription.ContextWithEventSeq(ctx, seq), facts, bundle); err != nil {
 			return fmt.Errorf("completing the facts of event %s: %w", eventID, err)
 		}
 	}
