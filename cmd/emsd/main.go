@@ -175,8 +175,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return pv.ValidateBundle(root, profile.BundleOptions{Event: event})
 		})
 	}
+	pubNC, err := nc.dial("emsd-publish")
+	if err != nil {
+		return err
+	}
+	pubJS, err := jetstream.New(pubNC)
+	if err != nil {
+		return fmt.Errorf("opening JetStream for publishing: %w", err)
+	}
 	publish, err := broker.NewHandler(broker.Options{
-		Publisher:      broker.NewJetStreamPublisher(js),
+		Publisher:      broker.NewJetStreamPublisher(pubJS),
 		Catalog:        cat,
 		Logger:         log.With("component", "broker"),
 		Registerer:     reg,

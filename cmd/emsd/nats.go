@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,10 +34,40 @@ type natsOptions struct {
 type natsConn struct {
 	nc  *nats.Conn
 	srv *server.Server // nil when external
+	// dialOpts and urls open further connections (dial) the way nc was.
+	dialOpts []nats.Option
+	urls     string
+	extra    []*nats.Conn
 }
 
-// Close drains the connection and stops the embedded server.
+// dial opens one more connection to the same server(s). nats.Conn
+// serialises every publish and request on one mutex and one socket, so the
+// publish path, whose latency callers see, gets its own rather than
+// queueing behind the fan-out's and the MESH API's traffic.
+func (c *natsConn) dial(name string) (*nats.Conn, error) {
+	opts := append(slices.Clone(c.dialOpts), nats.Name(name))
+	var (
+		nc  *nats.Conn
+		err error
+	)
+	if c.srv != nil {
+		nc, err = nats.Connect("", append(opts, nats.InProcessServer(c.srv))...)
+	} else {
+		nc, err = nats.Connect(c.urls, opts...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening NATS connection %s: %w", name, err)
+	}
+	c.extra = append(c.extra, nc)
+	return nc, nil
+}
+
+// Close drains the connections and stops the embedded server.
 func (c *natsConn) Close() {
+	for _, nc := range c.extra {
+		_ = nc.Drain()
+		nc.Close()
+	}
 	if c.nc != nil {
 		_ = c.nc.Drain()
 		c.nc.Close()
@@ -68,11 +99,12 @@ func connectNATS(o natsOptions, log *slog.Logger) (*natsConn, error) {
 		if o.Token != "" {
 			connOpts = append(connOpts, nats.Token(o.Token))
 		}
-		nc, err := nats.Connect(strings.Join(o.URLs, ","), connOpts...)
+		urls := strings.Join(o.URLs, ",")
+		nc, err := nats.Connect(urls, connOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("connecting to NATS %v: %w", o.URLs, err)
 		}
-		return &natsConn{nc: nc}, nil
+		return &natsConn{nc: nc, dialOpts: connOpts, urls: urls}, nil
 	}
 
 	sopts := &server.Options{
@@ -119,5 +151,5 @@ func connectNATS(o natsOptions, log *slog.Logger) (*natsConn, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("connecting in-process to embedded NATS: %w", err)
 	}
-	return &natsConn{nc: nc, srv: srv}, nil
+	return &natsConn{nc: nc, srv: srv, dialOpts: connOpts}, nil
 }
