@@ -129,8 +129,9 @@ func (g *globals) painter(cmd *cobra.Command) painter {
 
 var statusColors = map[string]string{
 	"active": "32", "delivered": "32", "acknowledged": "32", "stored": "32", "replayed": "32", "closed": "32", "valid": "32",
-	"requested": "33", "pending": "33", "retrying": "33", "half-open": "33",
-	"error": "31", "dead": "31", "open": "31", "invalid": "31",
+	"converged": "32",
+	"requested": "33", "pending": "33", "retrying": "33", "half-open": "33", "loading": "33", "behind": "33",
+	"error": "31", "dead": "31", "open": "31", "invalid": "31", "failing": "31",
 	"off": "90",
 }
 

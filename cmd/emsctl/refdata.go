@@ -114,8 +114,13 @@ with the line and column at fault.`,
 	}
 	imp.Flags().BoolVar(&activate, "activate", true, "activate the version when the import completes")
 	list := &cobra.Command{
-		Use:       "list [KIND]",
-		Short:     "List reference-data versions, with the active and previous ones marked",
+		Use:   "list [KIND]",
+		Short: "List reference-data versions, with the active and previous ones marked",
+		Long: `List the versions this node has of each dataset, with the active and previous
+ones marked. In cluster mode a second table shows every node's report: the
+version of each kind it matches with (and the cluster's active one where they
+differ), what it is loading, its last load failure, and its state: converged,
+loading, failing or behind.`,
 		Example:   "  emsctl refdata list\n  emsctl refdata list nspl -o json",
 		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: refKinds[:3],
@@ -124,28 +129,47 @@ with the line and column at fault.`,
 			if err != nil {
 				return err
 			}
-			var kinds []refdata.KindVersions
+			var all refdataList
 			var raw json.RawMessage
 			if len(args) == 1 {
 				var kv refdata.KindVersions
 				if raw, err = c.get(cmd.Context(), refdataPath+"/"+pathEscape(args[0]), nil, &kv); err != nil {
 					return err
 				}
-				kinds = append(kinds, kv)
-			} else {
-				var all struct {
-					Datasets []refdata.KindVersions `json:"datasets"`
-				}
-				if raw, err = c.get(cmd.Context(), refdataPath, nil, &all); err != nil {
-					return err
-				}
-				kinds = all.Datasets
+				all.Datasets = []refdata.KindVersions{kv}
+			} else if raw, err = c.get(cmd.Context(), refdataPath, nil, &all); err != nil {
+				return err
+			}
+			if g.output != "table" {
+				return g.show(cmd, raw, nil)
 			}
 			var vs []refdata.Version
-			for _, k := range kinds {
+			var kinds []refdata.Kind
+			for _, k := range all.Datasets {
 				vs = append(vs, k.Versions...)
+				kinds = append(kinds, k.Kind)
 			}
-			return g.show(cmd, raw, refTable(vs))
+			if err := g.show(cmd, raw, refTable(vs)); err != nil || !all.clustered() {
+				return err
+			}
+			trailer := ""
+			if len(args) == 1 {
+				// The one-kind route has no node reports: they are in the
+				// full list. Its datasets are not needed again.
+				var full refdataList
+				if _, err := c.get(cmd.Context(), refdataPath, nil, &full); err != nil {
+					trailer = "cluster: the nodes' reports are unavailable: " + err.Error()
+				}
+				all.ClusterActive, all.Nodes = full.ClusterActive, full.Nodes
+			}
+			w := cmd.OutOrStdout()
+			if trailer != "" {
+				_, err := fmt.Fprintf(w, "\n%s\n", trailer)
+				return err
+			}
+			summary, t := convergence(kinds, all.ClusterActive, all.Nodes)
+			fmt.Fprintf(w, "\n%s\n", summary)
+			return g.painter(cmd).writeTable(w, t)
 		},
 	}
 	act := &cobra.Command{

@@ -64,13 +64,17 @@ type serviceStatus struct {
 			NATSServer string    `json:"natsServer"`
 			Error      string    `json:"error"`
 		} `json:"nodes"`
+		// Lanes are the webhook lanes each node holds (node → lanes;
+		// "" = held by nobody). Nil from a server before lanes; empty
+		// when the server could not read the lease bucket.
+		Lanes map[string][]int `json:"lanes"`
 	} `json:"cluster"`
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show the service's health: JetStream, streams, consumer lag, inboxes, dead letters",
+		Short: "Show the service's health: JetStream, streams, consumer lag, inboxes, dead letters, cluster nodes and lanes",
 		Example: `  emsctl status
   emsctl status -o json | jq .deadLetters`,
 		Args: cobra.NoArgs,
@@ -136,11 +140,36 @@ func describeStatus(w io.Writer, p painter, st *serviceStatus) error {
 	k := st.Cluster
 	fmt.Fprintf(w, "\ncluster: this node %s, NATS server %s of cluster %s, change log %s at %d\n",
 		k.Node, k.NATS.ConnectedServer, k.NATS.Cluster, k.ChangeLog.Stream, k.ChangeLog.LastSeq)
+	// The LANES column only when the server reports lanes: a server from
+	// before lanes sends none, and that is not a fault to flag.
+	withLanes := k.Lanes != nil
 	n := newTable("NODE", "APPLIED", "LAG", "NATS SERVER", "LAST SEEN", "ERROR")
-	for _, x := range k.Nodes {
-		n.add(x.Name, strconv.FormatUint(x.Applied, 10), strconv.FormatUint(x.Lag, 10), x.NATSServer, ts(x.LastSeen), x.Error)
+	if withLanes {
+		n = newTable("NODE", "APPLIED", "LAG", "LANES", "NATS SERVER", "LAST SEEN", "ERROR")
 	}
-	return p.writeTable(w, n)
+	names := make([]string, 0, len(k.Nodes))
+	for _, x := range k.Nodes {
+		names = append(names, x.Name)
+		row := []string{x.Name, strconv.FormatUint(x.Applied, 10), strconv.FormatUint(x.Lag, 10)}
+		if withLanes {
+			row = append(row, laneRanges(k.Lanes[x.Name]))
+		}
+		n.add(append(row, x.NATSServer, ts(x.LastSeen), x.Error)...)
+	}
+	if err := p.writeTable(w, n); err != nil || !withLanes {
+		return err
+	}
+	if len(k.Lanes) == 0 {
+		// emsd answers {} when it cannot read the lease bucket.
+		_, err := fmt.Fprintln(w, "warning: lanes unknown: the server could not read the webhook lane leases")
+		return err
+	}
+	for _, l := range laneWarnings(k.Lanes, names) {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // bytesText shows a size in binary units.
