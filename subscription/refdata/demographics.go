@@ -42,6 +42,22 @@ type Patient struct {
 	// subscriptions, and nothing at all is delivered (subscriptions.md §6).
 	Sensitive bool      `json:"sensitive,omitempty"`
 	Updated   time.Time `json:"updated"`
+	// Seq is, per group of fields, the EMS_EVENTS sequence of the newest
+	// event that set it (see observation.apply). Records from before it,
+	// from Put or from a bootstrap CSV have none: sequence 0.
+	Seq FieldSeqs `json:"seq,omitzero"`
+}
+
+// FieldSeqs are the stream sequences of the events that last set each
+// group of a Patient's fields. In cluster mode two nodes can observe two
+// events of one patient in either order; an older event must not undo a
+// newer one's change.
+type FieldSeqs struct {
+	GP        uint64 `json:"gp,omitempty"`        // GPPractice, Registered
+	Address   uint64 `json:"address,omitempty"`   // Postcode, PreviousPostcode
+	Birth     uint64 `json:"birth,omitempty"`     // BirthDate
+	Death     uint64 `json:"death,omitempty"`     // Deceased, DeathDate
+	Sensitive uint64 `json:"sensitive,omitempty"` // Sensitive
 }
 
 // Demographics is where the enricher reads a patient's record. The bbolt
@@ -191,8 +207,17 @@ func (d *DemographicsStore) Put(p Patient) error {
 // Observe updates the store from one accepted event. PDS events are the
 // record's own changes and overwrite what is known; other publishers'
 // bundles only fill in what is not known yet, because subscriptions.md §4
-// matches on PDS, not on message content.
+// matches on PDS, not on message content. The event has no stream
+// sequence: it is applied as the newest (ObserveSeq).
 func (d *DemographicsStore) Observe(eventCode string, bundle *fhir.Node) error {
+	return d.ObserveSeq(eventCode, bundle, 0)
+}
+
+// ObserveSeq is Observe for the event at stream sequence seq: an event
+// older than the one that last set a group of fields does not overwrite
+// it (observation.apply). A redelivered event can reach the store after
+// newer ones of the same patient even on one node.
+func (d *DemographicsStore) ObserveSeq(eventCode string, bundle *fhir.Node, seq uint64) error {
 	obs := observePatients(eventCode, bundle)
 	authoritative := isPDSEvent(eventCode)
 	// Most events change nothing (a vaccination for a known patient): find
@@ -203,7 +228,7 @@ func (d *DemographicsStore) Observe(eventCode string, bundle *fhir.Node) error {
 			if o.nhs == "" {
 				continue
 			}
-			_, ch, err := d.next(tx, o, authoritative)
+			_, ch, err := d.next(tx, o, authoritative, seq)
 			if err != nil {
 				return err
 			}
@@ -223,7 +248,7 @@ func (d *DemographicsStore) Observe(eventCode string, bundle *fhir.Node) error {
 			if o.nhs == "" {
 				continue // nothing to key it by (a mother without a number)
 			}
-			p, ch, err := d.next(tx, o, authoritative)
+			p, ch, err := d.next(tx, o, authoritative, seq)
 			if err != nil {
 				return err
 			}
@@ -242,7 +267,7 @@ func (d *DemographicsStore) Observe(eventCode string, bundle *fhir.Node) error {
 
 // next is a patient's record after observation o, and whether it differs
 // from the stored one (compared in its stored form, Updated aside).
-func (d *DemographicsStore) next(tx *bolt.Tx, o observation, authoritative bool) (Patient, bool, error) {
+func (d *DemographicsStore) next(tx *bolt.Tx, o observation, authoritative bool, seq uint64) (Patient, bool, error) {
 	var p Patient
 	v := tx.Bucket(bucketPatients).Get([]byte(o.nhs))
 	if v != nil {
@@ -251,7 +276,7 @@ func (d *DemographicsStore) next(tx *bolt.Tx, o observation, authoritative bool)
 		}
 	}
 	p.NHSNumber = o.nhs
-	o.apply(&p, authoritative)
+	o.apply(&p, authoritative, seq)
 	now, _ := json.Marshal(p)
 	return p, !bytes.Equal(now, v), nil
 }
@@ -283,31 +308,89 @@ type observation struct {
 	sensitive          *bool
 }
 
-func (o observation) apply(p *Patient, authoritative bool) {
-	set := func(dst *string, v string) {
-		if v != "" && (authoritative || *dst == "") {
-			*dst = v
+// apply is p after this observation, from the event at stream sequence
+// seq (0: not known, a direct Observe, applied as the newest).
+//
+// PDS events are authoritative: each group of fields they state is
+// overwritten, and stamped with seq, unless p.Seq says a newer event set
+// that group. Such an older event only fills what the newer one left
+// unknown, and it never undoes what the newer one stated, "none" included
+// (a de-registration, a removed death notification). So the fields end
+// the same whichever order two nodes observe two events in: each group
+// holds what the newest event stating it said.
+//
+// Other publishers only fill what is not known, and leave no stamp: in
+// stream order a PDS statement would overwrite the fill anyway, so an
+// older PDS event still may. The exception are the flags they can raise
+// (deceased, sensitive): raising one is a statement newer than an older
+// PDS event's "no", so it is stamped, and a raise older than the group's
+// stamp is dropped, as a PDS "no" after it would have cleared it.
+func (o observation) apply(p *Patient, authoritative bool, seq uint64) {
+	// fresh: the observation may overwrite a group last set by event at.
+	fresh := func(at uint64) bool { return seq == 0 || seq >= at }
+	stamp := func(at *uint64) {
+		if seq != 0 {
+			*at = seq
 		}
 	}
-	if o.gpKnown && (authoritative || p.Registered == nil) {
-		p.GPPractice = o.gp
-		reg := o.gp != ""
-		p.Registered = &reg
-	}
-	if o.postcode != "" && (authoritative || p.Postcode == "") {
-		if o.previous != "" {
-			p.PreviousPostcode = o.previous // a change of address names it
-		} else if p.Postcode != "" && p.Postcode != o.postcode {
-			p.PreviousPostcode = p.Postcode
+	s := &p.Seq
+	if o.gpKnown {
+		switch {
+		case authoritative && fresh(s.GP):
+			p.GPPractice = o.gp
+			reg := o.gp != ""
+			p.Registered = &reg
+			stamp(&s.GP)
+		case p.Registered == nil:
+			p.GPPractice = o.gp
+			reg := o.gp != ""
+			p.Registered = &reg
 		}
-		p.Postcode = o.postcode
 	}
-	set(&p.BirthDate, o.birthDate)
-	if o.deceased != nil && (authoritative || !p.Deceased) {
-		p.Deceased, p.DeathDate = *o.deceased, o.deathDate
+	if o.postcode != "" {
+		switch {
+		case authoritative && fresh(s.Address):
+			if o.previous != "" {
+				p.PreviousPostcode = o.previous // a change of address names it
+			} else if p.Postcode != "" && p.Postcode != o.postcode {
+				p.PreviousPostcode = p.Postcode
+			}
+			p.Postcode = o.postcode
+			stamp(&s.Address)
+		case p.Postcode == "":
+			p.Postcode = o.postcode
+			if o.previous != "" {
+				p.PreviousPostcode = o.previous
+			}
+		case authoritative && p.PreviousPostcode == "" && o.postcode != p.Postcode:
+			// An older event's home is one the patient has left.
+			p.PreviousPostcode = o.postcode
+		}
 	}
-	if o.sensitive != nil && (authoritative || *o.sensitive) {
+	if o.birthDate != "" {
+		switch {
+		case authoritative && fresh(s.Birth):
+			p.BirthDate = o.birthDate
+			stamp(&s.Birth)
+		case p.BirthDate == "":
+			p.BirthDate = o.birthDate
+		}
+	}
+	if o.deceased != nil && fresh(s.Death) {
+		switch {
+		case authoritative:
+			p.Deceased, p.DeathDate = *o.deceased, o.deathDate
+			stamp(&s.Death)
+		case *o.deceased:
+			if !p.Deceased {
+				p.Deceased, p.DeathDate = true, o.deathDate
+			}
+			stamp(&s.Death)
+		}
+	}
+	if o.sensitive != nil && fresh(s.Sensitive) && (authoritative || *o.sensitive) {
 		p.Sensitive = *o.sensitive
+		stamp(&s.Sensitive)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ems-broker/ems/fhir"
+	"github.com/ems-broker/ems/subscription"
 )
 
 // DemographicsBucket is the cluster's demographics store: one KV key per
@@ -79,7 +80,9 @@ func (d *SharedDemographics) Put(ctx context.Context, p Patient) error {
 }
 
 // Observe updates the records from one accepted event, with the bbolt
-// store's rules (DemographicsStore.Observe).
+// store's rules (DemographicsStore.ObserveSeq); the event's stream
+// sequence comes from ctx (subscription.ContextWithEventSeq), and without
+// one the event is applied as the newest.
 func (d *SharedDemographics) Observe(ctx context.Context, eventCode string, bundle *fhir.Node) error {
 	_, err := d.observe(ctx, eventCode, bundle)
 	return err
@@ -91,6 +94,7 @@ func (d *SharedDemographics) Observe(ctx context.Context, eventCode string, bund
 func (d *SharedDemographics) observe(ctx context.Context, eventCode string, bundle *fhir.Node) (map[string]Patient, error) {
 	obs := observePatients(eventCode, bundle)
 	authoritative := isPDSEvent(eventCode)
+	seq, _ := subscription.EventSeqFrom(ctx)
 	out := make(map[string]Patient, len(obs))
 	for _, o := range obs {
 		if o.nhs == "" {
@@ -102,7 +106,10 @@ func (d *SharedDemographics) observe(ctx context.Context, eventCode string, bund
 				return nil, err
 			}
 			p.NHSNumber = o.nhs
-			o.apply(&p, authoritative)
+			// Applied again to the record another node wrote in between
+			// (a conflict below): the sequences decide which event's
+			// fields stand, whichever node wrote first.
+			o.apply(&p, authoritative, seq)
 			if after, _ := json.Marshal(p); bytes.Equal(after, before) {
 				out[o.nhs] = p // most events change nothing: no write
 				break

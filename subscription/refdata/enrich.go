@@ -59,7 +59,10 @@ func (e *Enricher) Enrich(ctx context.Context, f subscription.EventFacts, bundle
 		}
 	}
 	if inBundle {
-		o.apply(&p, isPDSEvent(f.EventCode) || !en.FromStore)
+		// Sequence 0: the event is matched with what its own bundle says,
+		// even when the store already holds a newer event's change, as it
+		// would have been in stream order.
+		o.apply(&p, isPDSEvent(f.EventCode) || !en.FromStore, 0)
 	}
 	if p.Sensitive {
 		f.Sensitive = true

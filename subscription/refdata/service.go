@@ -136,7 +136,9 @@ func (s *Service) Enrich(ctx context.Context, f subscription.EventFacts, bundle 
 }
 
 // Complete is the one call delivery needs per accepted event: it records
-// the event in the demographics store, then returns f enriched for
+// the event in the demographics store (at the stream sequence ctx carries,
+// subscription.ContextWithEventSeq, so that an older event does not undo
+// a newer one's change), then returns f enriched for
 // matching (with f.RefData naming the datasets read). An error is a storage
 // fault worth a redelivery; missing reference data is not an error.
 func (s *Service) Complete(ctx context.Context, f subscription.EventFacts, bundle *fhir.Node) (subscription.EventFacts, error) {
@@ -154,8 +156,11 @@ func (s *Service) Complete(ctx context.Context, f subscription.EventFacts, bundl
 			}
 			return s.shared.Patient(ctx, nhs)
 		}))
-	} else if err := s.Observe(f.EventCode, bundle); err != nil {
-		return f, err
+	} else {
+		seq, _ := subscription.EventSeqFrom(ctx)
+		if err := s.patients.ObserveSeq(f.EventCode, bundle, seq); err != nil {
+			return f, fmt.Errorf("observing %s: %w", f.EventCode, err)
+		}
 	}
 	out, en, err := enricher.Enrich(ctx, f, bundle)
 	if err != nil {
