@@ -37,7 +37,11 @@ type MeshOptions struct {
 
 // Options wire the delivery service.
 type Options struct {
-	JS            jetstream.JetStream
+	JS jetstream.JetStream
+	// MeshJS, when set, is the MESH inbox's own connection: the inbox API
+	// answers subscribers' polls and should not queue behind the fan-out's
+	// publishes on one nats.Conn (default JS).
+	MeshJS        jetstream.JetStream
 	DB            *bolt.DB
 	EventsStream  string
 	Matcher       Matcher
@@ -90,7 +94,11 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	meshStore, err := mesh.NewStore(ctx, o.JS, mesh.StreamConfig{Replicas: o.Replicas,
+	meshJS := o.MeshJS
+	if meshJS == nil {
+		meshJS = o.JS
+	}
+	meshStore, err := mesh.NewStore(ctx, meshJS, mesh.StreamConfig{Replicas: o.Replicas,
 		Logger: o.Logger.With("component", "mesh"), Registerer: o.Registerer})
 	if err != nil {
 		return nil, err

@@ -22,7 +22,7 @@ import (
 // the MESH inbox API on the public mux and the delivery admin routes on the
 // operator API (when it is enabled), and starts the pipeline. The returned
 // stop waits for in-flight attempts.
-func startDelivery(ctx context.Context, cfg config.Config, js jetstream.JetStream, db *bolt.DB, subs *subscriptionAPI,
+func startDelivery(ctx context.Context, cfg config.Config, js, meshJS jetstream.JetStream, db *bolt.DB, subs *subscriptionAPI,
 	cat *catalog.Catalog, reg prometheus.Registerer, public *http.ServeMux, adminSrv *admin.Server, facts delivery.FactsCompleter, log *slog.Logger) (func(), error) {
 	d := cfg.Delivery
 	matcher, err := subs.svc.Matcher()
@@ -62,7 +62,7 @@ func startDelivery(ctx context.Context, cfg config.Config, js jetstream.JetStrea
 		return d.Concurrency
 	}
 	svc, err := delivery.New(ctx, delivery.Options{
-		JS: js, DB: db, EventsStream: cfg.NATS.EventsStream.Name,
+		JS: js, MeshJS: meshJS, DB: db, EventsStream: cfg.NATS.EventsStream.Name,
 		Matcher: matcher, Facts: facts, Subscriptions: subs.svc.Store(), Catalog: cat,
 		Mesh: delivery.MeshOptions{SharedKey: d.Mesh.SharedKey.Value(), Passwords: passwords,
 			ChunkSize: int(d.Mesh.ChunkSize), MaxSkew: d.Mesh.MaxClockSkew, Retention: d.Mesh.InboxRetention, From: d.Mesh.From},

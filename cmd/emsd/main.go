@@ -275,7 +275,20 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	stopDelivery, err := startDelivery(ctx, cfg, js, db, subs, cat, reg, mux, adminSrv, ref, log.With("component", "delivery"))
+	// Delivery and the MESH inbox API each get their own NATS connection
+	// (see natsConn.dial): the server works one connection's messages in
+	// order, on one goroutine.
+	var deliveryJS [2]jetstream.JetStream
+	for i, name := range []string{"emsd-delivery", "emsd-mesh"} {
+		c, err := nc.dial(name)
+		if err != nil {
+			return err
+		}
+		if deliveryJS[i], err = jetstream.New(c); err != nil {
+			return fmt.Errorf("opening JetStream for %s: %w", name, err)
+		}
+	}
+	stopDelivery, err := startDelivery(ctx, cfg, deliveryJS[0], deliveryJS[1], db, subs, cat, reg, mux, adminSrv, ref, log.With("component", "delivery"))
 	if err != nil {
 		return err
 	}
