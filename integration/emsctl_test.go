@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -295,4 +296,65 @@ func TestEmsctl(t *testing.T) {
 	if out := fromFile.ok("subscription", "list", "-o", "json"); !strings.Contains(out, hookSub) {
 		t.Errorf("list with the config file: %s", out)
 	}
+}
+
+// TestEmsctlCluster reads a two-node cluster through emsctl: status shows
+// each node's webhook lanes, every lane held by a listed node, and
+// `refdata list` shows both nodes converged on an import made through the
+// other node.
+func TestEmsctlCluster(t *testing.T) {
+	nc := startNATSCluster(t)
+	a := startClusterRefdataEMSD(t, nc, "a")
+	b := startClusterRefdataEMSD(t, nc, "b")
+	ca, cb := newCtl(t, a), newCtl(t, b)
+	n := &normaliser{}
+
+	// Lanes: the two nodes split the 32 between them (rendezvous hashing)
+	// once each has seen the other join.
+	var st struct {
+		Cluster struct {
+			Nodes []struct {
+				Name string `json:"name"`
+			} `json:"nodes"`
+			Lanes map[string][]int `json:"lanes"`
+		} `json:"cluster"`
+	}
+	eventually(t, 60*time.Second, "both nodes to hold lanes and none to be free", func() bool {
+		st.Cluster.Lanes = nil
+		if err := json.Unmarshal([]byte(cb.ok("status", "-o", "json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return len(st.Cluster.Nodes) == 2 && len(st.Cluster.Lanes) == 2 && len(st.Cluster.Lanes["a"]) > 0 && len(st.Cluster.Lanes["b"]) > 0 &&
+			len(st.Cluster.Lanes["a"])+len(st.Cluster.Lanes["b"]) == 32
+	})
+	out := cb.ok("status")
+	if !strings.Contains(out, "cluster: this node b") || !strings.Contains(out, " LANES ") || strings.Contains(out, "warning:") {
+		t.Errorf("status of a cluster with every lane held:\n%s", out)
+	}
+	// The table's row of each node ends its lanes cell with their count;
+	// the layout of the cell is the unit tests' (cmd/emsctl).
+	for node, lanes := range st.Cluster.Lanes {
+		row := regexp.MustCompile(`(?m)^` + node + ` .*$`).FindString(out[strings.Index(out, "NODE "):])
+		if want := "(" + strconv.Itoa(len(lanes)) + ")"; !strings.Contains(row, want) {
+			t.Errorf("status row of %s lacks %s: %q", node, want, row)
+		}
+	}
+
+	// Reference data imported on a is loaded and reported by both.
+	src := filepath.Join("..", "subscription", "refdata", "testdata")
+	ca.ok("refdata", "import", "nspl", filepath.Join(src, "nspl-2025-05.csv"))
+	eventually(t, 30*time.Second, "both nodes to converge on nspl@1", func() bool {
+		var l struct {
+			Nodes []struct {
+				Converged bool `json:"converged"`
+			} `json:"nodes"`
+		}
+		if err := json.Unmarshal([]byte(cb.ok("refdata", "list", "-o", "json")), &l); err != nil {
+			t.Fatal(err)
+		}
+		return len(l.Nodes) == 2 && l.Nodes[0].Converged && l.Nodes[1].Converged
+	})
+	golden(t, n, "refdata-list-cluster.txt", cb.ok("refdata", "list"))
+	golden(t, n, "refdata-list-cluster-nspl.txt", cb.ok("refdata", "list", "nspl"))
+	golden(t, n, "refdata-list-cluster.yaml", ca.ok("refdata", "list", "-o", "yaml"))
 }
