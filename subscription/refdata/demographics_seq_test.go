@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ems-broker/ems/fhir"
@@ -182,6 +183,34 @@ func TestSharedDemographicsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkNewerKept(t, b.svc.Demographics())
+
+	// At the same moment on both nodes, either may write first: e+1's
+	// address stands for every patient.
+	const patients = 24
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*patients)
+	for i := range patients {
+		nhs := scaleNHS(100*i + 2_000_000)
+		facts := subscription.EventFacts{EventCode: coaFacts.EventCode, NHSNumber: nhs}
+		e := readEvent(t, "PDS-Change-Of-Address-ems-example.xml", nhsMover, nhs)
+		e1 := readEvent(t, "PDS-Change-Of-Address-ems-example.xml", nhsMover, nhs, "LS17 7DF", "LS1 1AA", "WF14 0BQ", "LS17 7DF")
+		wg.Add(2)
+		go func() { defer wg.Done(); _, err := a.svc.Complete(atSeq(coaSeq+1), facts, e1); errs <- err }()
+		go func() { defer wg.Done(); _, err := b.svc.Complete(atSeq(coaSeq), facts, e); errs <- err }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range patients {
+		nhs := scaleNHS(100*i + 2_000_000)
+		if p, _, _ := a.svc.Demographics().Patient(context.Background(), nhs); p.Postcode != "LS11AA" || p.PreviousPostcode != "LS177DF" {
+			t.Errorf("patient %s after concurrent e and e+1: %+v", nhs, p)
+		}
+	}
 }
 
 // TestDemographicsStoreOrder: the same on one node's bbolt, where a
