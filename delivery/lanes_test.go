@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -498,8 +499,15 @@ func TestLanesOrderWhenFanoutRaces(t *testing.T) {
 // One patient's backlog to one endpoint is a strictly serial chain: what
 // lanes add per delivery (the confirmed ack, the predecessor check) shows
 // as the ratio of the two drain times, same jobs, same run.
+//
+// It is a measurement as much as a test: the serial chain's length under
+// -race on a loaded machine is what timed out in CI, so the default run is
+// short and EMS_BENCH=1 runs 300 jobs for a steadier ratio.
 func TestLanesOnePatientBacklog(t *testing.T) {
-	const jobs = 300
+	jobs := 60
+	if os.Getenv("EMS_BENCH") == "1" {
+		jobs = 300
+	}
 	drain := func(lanes bool) time.Duration {
 		ns := testnats.Start(t, "")
 		rc := newLaneReceiver(t, nil)
