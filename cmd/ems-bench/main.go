@@ -387,5 +387,12 @@ func copyFile(from, to string) error {
 		out.Close()
 		return fmt.Errorf("copying %s: %w", from, err)
 	}
+	// Flush the copy now: otherwise emsd's first bbolt commit pays for
+	// writing back the whole 2 GB file, and that was measured as emsd's
+	// start-up (2.6 s of one fdatasync under strace).
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return fmt.Errorf("syncing the copy of %s: %w", from, err)
+	}
 	return out.Close()
 }
