@@ -47,6 +47,7 @@ type options struct {
 	baseline, smoke              bool
 	cpuprofile, jsonOut          string
 	drainProfile                 string
+	emsdMemLimit                 string
 	keep                         bool
 	seedCache, hookListen        string
 }
@@ -94,6 +95,7 @@ func run() int {
 	flag.BoolVar(&o.baseline, "baseline", true, "measure the baseline pipeline in the same run")
 	flag.BoolVar(&o.smoke, "smoke", false, "CI smoke run: small and short; exit non-zero on any error or missing delivery")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write emsd's CPU profile over the measured window to this file")
+	flag.StringVar(&o.emsdMemLimit, "emsd-gomemlimit", "", "run emsd with this GOMEMLIMIT (Go's soft memory limit, e.g. 320MiB)")
 	flag.StringVar(&o.drainProfile, "drain-cpuprofile", "", "write emsd's CPU profile over the first 10 s of the drain (deliveries only, no publishing) to this file")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file (- for stdout)")
 	flag.Parse()
@@ -213,7 +215,11 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 			}
 		}
 		progressf("starting emsd with %d subscriptions stored", apiFrom)
-		srv, err = startServer(bin, dir, pop.config(o.sync, token), token)
+		var env []string
+		if o.emsdMemLimit != "" {
+			env = append(env, "GOMEMLIMIT="+o.emsdMemLimit)
+		}
+		srv, err = startServer(bin, dir, pop.config(o.sync, token), token, env)
 		progressDone()
 		if err != nil {
 			return nil, err

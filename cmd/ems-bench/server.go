@@ -41,7 +41,7 @@ func buildEMSD(dir string) (string, error) {
 }
 
 // startServer runs emsd on dataDir with cfg and waits for its ready line.
-func startServer(bin, dataDir, cfg, token string) (*server, error) {
+func startServer(bin, dataDir, cfg, token string, env []string) (*server, error) {
 	cfgPath := filepath.Join(dataDir, "emsd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -54,6 +54,7 @@ func startServer(bin, dataDir, cfg, token string) (*server, error) {
 	defer logf.Close()
 	cmd := exec.Command(bin, "--config", cfgPath, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
 	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting emsd: %w", err)
