@@ -75,6 +75,14 @@ type Options struct {
 	// PublishTimeout bounds the wait for the store's acknowledgement;
 	// zero: 10s.
 	PublishTimeout time.Duration
+	// MaxInFlight bounds the messages processed at once (zero: 64). A
+	// request that finds no slot within QueueWait (zero: 1s) is answered
+	// 429 with Retry-After before its body is read: under overload the
+	// service sheds load with an answer the caller can retry, instead of
+	// holding every request's body and parse tree in memory (one 60 s run
+	// at twice the sustainable rate grew emsd to 1.6 GiB without it).
+	MaxInFlight int
+	QueueWait   time.Duration
 	// Now; nil: time.Now.
 	Now func() time.Time
 }
@@ -82,6 +90,7 @@ type Options struct {
 // Handler serves $process-message.
 type Handler struct {
 	opts      Options
+	slots     chan struct{}
 	validator *Validator
 	log       *slog.Logger
 	metrics   *metrics
@@ -107,6 +116,12 @@ func NewHandler(opts Options) (*Handler, error) {
 	if opts.PublishTimeout <= 0 {
 		opts.PublishTimeout = 10 * time.Second
 	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 64
+	}
+	if opts.QueueWait <= 0 {
+		opts.QueueWait = time.Second
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -115,7 +130,8 @@ func NewHandler(opts Options) (*Handler, error) {
 		return nil, err
 	}
 	return &Handler{
-		opts: opts,
+		opts:  opts,
+		slots: make(chan struct{}, opts.MaxInFlight),
 		validator: &Validator{
 			Catalog:        opts.Catalog,
 			CheckNHSNumber: opts.CheckNHSNumber,
@@ -130,8 +146,35 @@ func NewHandler(opts Options) (*Handler, error) {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.opts.Now()
+	if !h.acquire(r.Context()) {
+		o := single(fhir.TooManyRequests, "", "the service is at its limit of messages in progress; retry after 1s with the same MessageHeader.id")
+		w.Header().Set("Retry-After", "1")
+		writeOutcome(w, NegotiateResponse(r), o.HTTPStatus(), o)
+		h.metrics.observe("", "throttled", h.opts.Now().Sub(start))
+		return
+	}
+	defer func() { <-h.slots }()
 	out := h.process(w, r)
 	h.metrics.observe(out.event, out.outcome, h.opts.Now().Sub(start))
+}
+
+// acquire takes a processing slot, waiting up to QueueWait for one.
+func (h *Handler) acquire(ctx context.Context) bool {
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(h.opts.QueueWait)
+	defer t.Stop()
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // result is what one request came to, for metrics and logs.

@@ -353,3 +353,46 @@ func TestAuthorizerDecides(t *testing.T) {
 		t.Fatalf("stored %d, publisher ODS %q", info.State.Msgs, m.Header.Get(fhir.HeaderPublisherODS))
 	}
 }
+
+// TestOverloadShedsWithoutReading: beyond MaxInFlight a request waits at
+// most QueueWait, then gets 429 with Retry-After, its body unread.
+func TestOverloadShedsWithoutReading(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	blocking := PublisherFunc(func(ctx context.Context, e Event) (PublishResult, error) {
+		entered <- struct{}{}
+		<-release
+		return PublishResult{Sequence: 1}, nil
+	})
+	h, err := NewHandler(Options{Publisher: blocking, Catalog: catalog.Default(), CheckNHSNumber: true, Logger: discardLogger(),
+		MaxInFlight: 1, QueueWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readExample(t, "vaccinations-1-new.xml")
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- post(h, bytes.NewReader(body), xmlHeader(), "") }()
+	<-entered // the only slot is held
+
+	unread := &countingReader{r: bytes.NewReader(body)}
+	start := time.Now()
+	rec := post(h, unread, xmlHeader(), "")
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "1" || !strings.Contains(rec.Body.String(), `<code value="throttled"/>`) {
+		t.Fatalf("status %d, Retry-After %q: %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+	if waited := time.Since(start); waited < 50*time.Millisecond || waited > 5*time.Second {
+		t.Errorf("refused after %v, want about the 50ms queue wait", waited)
+	}
+	if unread.n != 0 {
+		t.Errorf("%d body bytes read from a refused request", unread.n)
+	}
+
+	close(release)
+	if rec := <-first; rec.Code != http.StatusAccepted {
+		t.Fatalf("the request holding the slot: status %d: %s", rec.Code, rec.Body)
+	}
+	// The slot is free again.
+	if rec := post(h, bytes.NewReader(body), xmlHeader(), ""); rec.Code != http.StatusAccepted {
+		t.Fatalf("after the release: status %d: %s", rec.Code, rec.Body)
+	}
+}

@@ -156,6 +156,11 @@ type Publish struct {
 	// ValidateProfiles checks every resource against the CareConnect and
 	// EMS profiles its event requires, on top of the NEMS message rules.
 	ValidateProfiles bool `yaml:"validate_profiles"`
+	// MaxInFlight bounds the messages processed at once; a request that
+	// waits QueueWait without a slot is answered 429 with Retry-After, so
+	// that overload costs callers a retry, not the service its memory.
+	MaxInFlight int           `yaml:"max_in_flight"`
+	QueueWait   time.Duration `yaml:"queue_wait"`
 }
 
 // Event overrides one event type of the catalogue. It mirrors
@@ -249,6 +254,8 @@ func Default() Config {
 			CheckNHSNumber:   true,
 			MaxIssues:        100,
 			ValidateProfiles: true,
+			MaxInFlight:      64,
+			QueueWait:        time.Second,
 		},
 		Subscriptions: Subscriptions{
 			Duplicates:          DuplicatesReject,

@@ -71,6 +71,10 @@ func (c Config) Validate() error {
 	if c.Publish.MaxIssues <= 0 {
 		v.add("publish.max_issues", "must be a positive integer, got %d", c.Publish.MaxIssues)
 	}
+	if c.Publish.MaxInFlight <= 0 {
+		v.add("publish.max_in_flight", "must be a positive integer, got %d", c.Publish.MaxInFlight)
+	}
+	v.positive("publish.queue_wait", c.Publish.QueueWait)
 
 	for _, code := range sortedKeys(c.Events) {
 		e := c.Events[code]

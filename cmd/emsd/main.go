@@ -192,6 +192,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		AllowJSON:      cfg.Publish.AllowJSON,
 		CheckNHSNumber: cfg.Publish.CheckNHSNumber,
 		MaxIssues:      cfg.Publish.MaxIssues,
+		MaxInFlight:    cfg.Publish.MaxInFlight,
+		QueueWait:      cfg.Publish.QueueWait,
 		Authorizer:     identity.PublishAuthorizer{Auth: auth},
 		Profiles:       profiles,
 	})
