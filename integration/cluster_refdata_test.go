@@ -109,40 +109,10 @@ func TestClusterSharedRefdata(t *testing.T) {
 			t.Fatalf("publish %s: %d %s", file, resp.StatusCode, out)
 		}
 	}
-	clients := map[string]*meshClient{}
-	got := map[string]int{}
+	tally := newMailboxTally()
 	wait := func(e *emsd, want map[string]int) {
 		t.Helper()
-		drain := func() {
-			for m := range want {
-				if clients[m] == nil {
-					clients[m] = newMeshClient(e.baseURL(), m, "pw", meshKey)
-				}
-				msgs, err := clients[m].drain(t)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got[m] += len(msgs)
-			}
-		}
-		done := func() bool {
-			for m, n := range want {
-				if got[m] < n {
-					return false
-				}
-			}
-			return true
-		}
-		for deadline := time.Now().Add(20 * time.Second); !done() && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			drain()
-		}
-		time.Sleep(time.Second) // room for a delivery that should not happen
-		drain()
-		for m, n := range want {
-			if got[m] != n {
-				t.Errorf("%s received %d messages, want %d", m, got[m], n)
-			}
-		}
+		tally.expect(t, e.baseURL(), want)
 	}
 
 	// Only b runs: it fans out the change of address (LS17 7DF new,
@@ -157,7 +127,6 @@ func TestClusterSharedRefdata(t *testing.T) {
 	b.stop()
 	noAddress := regexp.MustCompile(`(?s)<address>.*?</address>`)
 	publish(a, "PDS-Change-Of-GP-ems-example.xml", func(s string) string { return noAddress.ReplaceAllString(s, "") })
-	clients = map[string]*meshClient{} // b's base URL is gone
 	wait(a, map[string]int{"RDPCSUB15F": 1, "RDLA02": 1})
 	if t.Failed() {
 		t.Logf("a's log:\n%s", lastLines(a.logText(), 40))
