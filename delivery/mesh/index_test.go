@@ -138,22 +138,7 @@ func compare(t *testing.T, s *Store, c listCase) []string {
 func TestIndexMatchesStreams(t *testing.T) {
 	ns := testnats.Start(t, "")
 	ctx := context.Background()
-	a, err := NewStore(ctx, ns.JS, StreamConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc2, err := nats.Connect("", nats.InProcessServer(ns.Srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc2.Close)
-	js2, _ := jetstream.New(nc2)
-	b, err := NewStore(ctx, js2, StreamConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runIndex(t, a)
-	runIndex(t, b)
+	a, b := twoNodes(t, ns)
 	nodes := []*Store{a, b}
 
 	mailboxes := []string{"MB1", "MB2", "MB3"}
@@ -243,19 +228,7 @@ func TestIndexMatchesStreams(t *testing.T) {
 func TestTwoNodesSeeEachOthersAcks(t *testing.T) {
 	ns := testnats.Start(t, "")
 	ctx := context.Background()
-	a, _ := NewStore(ctx, ns.JS, StreamConfig{})
-	nc2, err := nats.Connect("", nats.InProcessServer(ns.Srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc2.Close)
-	js2, _ := jetstream.New(nc2)
-	b, err := NewStore(ctx, js2, StreamConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runIndex(t, a)
-	runIndex(t, b)
+	a, b := twoNodes(t, ns)
 	store(t, ns.JS, "MB1", "m1", "CHANGEOFGP_1")
 	store(t, ns.JS, "MB1", "m2", "CHANGEOFGP_1")
 	waitIndexed(t, a)
@@ -476,4 +449,30 @@ func TestRemovedBehindTheIndex(t *testing.T) {
 	if got := compare(t, s, listCase{mailbox: "MB1", limit: 10}); !slices.Equal(got, []string{"m2"}) {
 		t.Fatalf("after: %v", got)
 	}
+}
+
+// twoNodes are two Stores on one JetStream, each with its own connection
+// and a running index, as two emsd nodes are.
+func twoNodes(t *testing.T, ns *testnats.Server) (a, b *Store) {
+	t.Helper()
+	ctx := context.Background()
+	a, err := NewStore(ctx, ns.JS, StreamConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc2, err := nats.Connect("", nats.InProcessServer(ns.Srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc2.Close)
+	js2, err := jetstream.New(nc2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = NewStore(ctx, js2, StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	runIndex(t, a)
+	runIndex(t, b)
+	return a, b
 }
