@@ -216,10 +216,10 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 	mark := began
 	stage := func(name string) {
 		now := time.Now()
-		f.o.Metrics.fanoutStage.WithLabelValues(name).Observe(now.Sub(mark).Seconds())
+		f.o.Metrics.stages[name].Observe(now.Sub(mark).Seconds())
 		mark = now
 	}
-	defer func() { f.o.Metrics.fanoutStage.WithLabelValues("total").Observe(time.Since(began).Seconds()) }()
+	defer func() { f.o.Metrics.stages["total"].Observe(time.Since(began).Seconds()) }()
 	format, ok := fhir.FormatForContentType(h.Get(fhir.HeaderContentType))
 	if !ok {
 		format = fhir.Sniff(body)

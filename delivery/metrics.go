@@ -18,6 +18,9 @@ type Metrics struct {
 	// match, store, total): when end-to-end latency grows, it says whether
 	// the fan-out is waiting on disk, on JetStream or on CPU.
 	fanoutStage *prometheus.HistogramVec
+	// stages are fanoutStage's series, resolved once rather than by label
+	// look-up five times per event.
+	stages map[string]prometheus.Observer
 }
 
 // NewMetrics registers delivery's metrics on reg (nil: not registered).
@@ -46,6 +49,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		fanoutStage: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ems_delivery_fanout_seconds",
 			Help:    "Time to fan out one event, by stage: parse, facts (demographics and reference data), match, store (jobs acknowledged by JetStream), total.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}, []string{"stage"}),
+	}
+	m.stages = map[string]prometheus.Observer{}
+	for _, st := range []string{"parse", "facts", "match", "store", "total"} {
+		m.stages[st] = m.fanoutStage.WithLabelValues(st)
 	}
 	if reg != nil {
 		reg.MustRegister(m.events, m.jobs, m.deliveries, m.attempt, m.backlog, m.dead, m.breaker, m.transitions, m.inboxDepth, m.inboxOld, m.fanoutStage)
