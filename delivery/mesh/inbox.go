@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -469,7 +470,7 @@ func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time)
 	}
 	err := s.stream.DeleteMsg(ctx, seq)
 	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case deletedAlready(err):
 		// Deleted meanwhile: acknowledged on another node (the index
 		// had not heard yet) or by a concurrent call here.
 		return e == nil, nil
@@ -487,4 +488,17 @@ func (s *Store) Oldest(ctx context.Context, mailbox string) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return msgs[0].Stored, nil
+}
+
+// deletedAlready reports whether a DeleteMsg failed only because the
+// message was no longer there. nats.go answers that as
+// ErrMsgDeleteUnsuccessful with the server's "no message found" (error
+// 10057) flattened into the text, not as ErrMsgNotFound: a second
+// acknowledgement racing another node's, before this node's index heard of
+// the first, got a 500 for an idempotent call.
+func deletedAlready(err error) bool {
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true
+	}
+	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "no message found")
 }

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -475,4 +476,27 @@ func twoNodes(t *testing.T, ns *testnats.Server) (a, b *Store) {
 	runIndex(t, a)
 	runIndex(t, b)
 	return a, b
+}
+
+// TestDeletedAlready: deleting a message that is gone is what a second
+// acknowledgement racing another node's does; JetStream's answer to it
+// must be recognised, whatever form it takes.
+func TestDeletedAlready(t *testing.T) {
+	ns := testnats.Start(t, "")
+	ctx := context.Background()
+	s, err := NewStore(ctx, ns.JS, StreamConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store(t, ns.JS, "MB1", "m1", "CHANGEOFGP_1")
+	if err := s.stream.DeleteMsg(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	err = s.stream.DeleteMsg(ctx, 1)
+	if err == nil || !deletedAlready(err) {
+		t.Fatalf("second delete: %v not recognised as already deleted", err)
+	}
+	if deletedAlready(errors.New("timeout")) || deletedAlready(nil) {
+		t.Fatal("other errors are not 'already deleted'")
+	}
 }
