@@ -31,7 +31,7 @@ type env struct {
 	db    *bolt.DB
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ns := testnats.Start(t, "")
 	db := testnats.Bolt(t)
@@ -54,7 +54,7 @@ func newEnv(t *testing.T) *env {
 	return &env{ns: ns, store: store, cat: catalog.Default(), meshS: meshStore, st: st, db: db}
 }
 
-func (e *env) subscribe(t *testing.T, channel, endpoint, criteria string, headers ...string) string {
+func (e *env) subscribe(t testing.TB, channel, endpoint, criteria string, headers ...string) string {
 	t.Helper()
 	c, cerr := subscription.ParseCriteria(criteria)
 	if cerr != nil {
