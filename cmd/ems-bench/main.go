@@ -47,6 +47,7 @@ type options struct {
 	baseline, smoke              bool
 	cpuprofile, jsonOut          string
 	drainProfile                 string
+	heapProfile, memTrace        string
 	emsdMemLimit                 string
 	keep                         bool
 	seedCache, hookListen        string
@@ -95,6 +96,8 @@ func run() int {
 	flag.BoolVar(&o.baseline, "baseline", true, "measure the baseline pipeline in the same run")
 	flag.BoolVar(&o.smoke, "smoke", false, "CI smoke run: small and short; exit non-zero on any error or missing delivery")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write emsd's CPU profile over the measured window to this file")
+	flag.StringVar(&o.heapProfile, "heapprofile", "", "write emsd's heap profile at the end of the measured window to this file")
+	flag.StringVar(&o.memTrace, "mem-trace", "", "write emsd's RSS (total, anonymous, file-backed) each second from the warm-up to the end of the drain to this CSV file")
 	flag.StringVar(&o.emsdMemLimit, "emsd-gomemlimit", "", "run emsd with this GOMEMLIMIT (Go's soft memory limit, e.g. 320MiB)")
 	flag.StringVar(&o.drainProfile, "drain-cpuprofile", "", "write emsd's CPU profile over the first 10 s of the drain (deliveries only, no publishing) to this file")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file (- for stdout)")
@@ -288,8 +291,17 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 	}
 	load := loadAvg()
 	before, _ := readProc(srv.pid)
+	var mem *memSampler
+	if srv.pid != 0 {
+		mem = startMemSampler(ctx, srv.pid, time.Second)
+	}
 	res := runLoad(ctx, lc, tmpls, tr, accepted)
 	after, perr := readProc(srv.pid)
+	if o.heapProfile != "" {
+		if err := srv.captureHeap(ctx, o.heapProfile); err != nil {
+			rep.ProfileError = err.Error()
+		}
+	}
 	drainProfileErr := make(chan error, 1)
 	if o.drainProfile != "" {
 		go func() { drainProfileErr <- srv.captureProfile(ctx, 10, o.drainProfile) }()
@@ -302,6 +314,16 @@ func bench(ctx context.Context, o options, writeConfig string) (*report, error) 
 		ph.PeakRSSMiB = float64(after.peak) / (1 << 20)
 		ph.RSSMiB = float64(after.rss) / (1 << 20)
 		ph.AnonMiB = float64(after.anon) / (1 << 20)
+	}
+	if mem != nil {
+		samples := mem.finish()
+		anon, file := peaks(samples)
+		ph.PeakAnonMiB, ph.PeakFileMiB = mib(anon), mib(file)
+		if o.memTrace != "" {
+			if err := writeMemTrace(o.memTrace, samples); err != nil {
+				rep.ProfileError = err.Error()
+			}
+		}
 	}
 	ph.MeshErrors = mesh.errors.Load()
 	ph.MeshRequestMS, ph.MeshRequests, ph.MeshPolls = latencyOf(&mesh.requests), mesh.requests.count(), mesh.polls.Load()

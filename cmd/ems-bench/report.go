@@ -29,6 +29,8 @@ type phase struct {
 	PeakRSSMiB       float64 `json:"peak_rss_mib"`
 	RSSMiB           float64 `json:"rss_mib,omitempty"`
 	AnonMiB          float64 `json:"rss_anon_mib,omitempty"`
+	PeakAnonMiB      float64 `json:"peak_rss_anon_mib,omitempty"`
+	PeakFileMiB      float64 `json:"peak_rss_file_mib,omitempty"`
 	MeshErrors       int64   `json:"mesh_errors"`
 	MeshRequestMS    latency `json:"mesh_request_latency_ms"`
 	MeshRequests     uint64  `json:"mesh_requests"`
@@ -146,6 +148,9 @@ func (r *report) printTable(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintf(w, "emsd process: %.2f CPU cores over warm-up and window, peak RSS %.0f MiB; at the end RSS %.0f MiB of which anonymous %.0f MiB (the rest is file-backed, mostly the bbolt map)\n",
 		e.CPUCores, e.PeakRSSMiB, e.RSSMiB, e.AnonMiB)
+	if e.PeakAnonMiB > 0 {
+		fmt.Fprintf(w, "emsd memory sampled each second from the warm-up to the end of the drain: peak anonymous %.0f MiB, peak file-backed %.0f MiB\n", e.PeakAnonMiB, e.PeakFileMiB)
+	}
 	if b != nil {
 		fmt.Fprintf(w, "baseline runs inside the bench process: %.2f CPU cores including the load generator; load avg at start: emsd %s, baseline %s\n", b.CPUCores, e.Load, b.Load)
 	}

@@ -138,6 +138,7 @@ type procStat struct {
 	cpu       time.Duration // user + system
 	rss, peak int64         // VmRSS, VmHWM in bytes
 	anon      int64         // RssAnon: the heap and stacks, without mapped files
+	file      int64         // RssFile: mapped file pages (the bbolt map)
 }
 
 func readProc(pid int) (procStat, error) {
@@ -177,6 +178,8 @@ func readProc(pid int) (procStat, error) {
 			st.peak = kb << 10
 		case "RssAnon":
 			st.anon = kb << 10
+		case "RssFile":
+			st.file = kb << 10
 		}
 	}
 	return st, nil
@@ -185,19 +188,29 @@ func readProc(pid int) (procStat, error) {
 // captureProfile fetches a CPU profile of emsd over seconds from the admin
 // pprof endpoint into path.
 func (s *server) captureProfile(ctx context.Context, seconds int, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", s.admin, seconds), nil)
+	return s.fetchPprof(ctx, fmt.Sprintf("profile?seconds=%d", seconds), path)
+}
+
+// captureHeap fetches emsd's heap profile (live objects as of its last
+// garbage collection, and allocations since it started) into path.
+func (s *server) captureHeap(ctx context.Context, path string) error {
+	return s.fetchPprof(ctx, "heap", path)
+}
+
+func (s *server) fetchPprof(ctx context.Context, what, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.admin+"/debug/pprof/"+what, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("fetching CPU profile: %w", err)
+		return fmt.Errorf("fetching %s profile: %w", what, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("fetching CPU profile: HTTP %d: %.200s", resp.StatusCode, b)
+		return fmt.Errorf("fetching %s profile: HTTP %d: %.200s", what, resp.StatusCode, b)
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -205,7 +218,7 @@ func (s *server) captureProfile(ctx context.Context, seconds int, path string) e
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		f.Close()
-		return fmt.Errorf("writing CPU profile: %w", err)
+		return fmt.Errorf("writing %s profile: %w", what, err)
 	}
 	return f.Close()
 }
