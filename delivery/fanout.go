@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -270,6 +269,7 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 
 	var xmlBody []byte // converted once, for every mailbox
 	var futures []jetstream.PubAckFuture
+	var mailed []*endpointGroup // futures[i]'s group when a mailbox, else nil
 	for _, k := range keys {
 		g := groups[k]
 		var msg *nats.Msg
@@ -303,6 +303,11 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 			return fmt.Errorf("storing job for %s: %w", g.endpoint, err)
 		}
 		futures = append(futures, fut)
+		if g.channel == subscription.ChannelMessage {
+			mailed = append(mailed, g)
+		} else {
+			mailed = append(mailed, nil)
+		}
 	}
 	timeout := time.NewTimer(f.o.AckWait / 2)
 	defer timeout.Stop()
@@ -319,22 +324,22 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 	}
 	stage("store")
 	now := f.o.Now()
-	for _, fut := range futures {
-		m := fut.Msg()
-		ch := m.Header.Get(HeaderChannel)
-		if ch == "" {
-			ch = subscription.ChannelMessage
-			f.o.Metrics.deliveries.WithLabelValues(ch, "delivered", eventCode).Inc()
-			if f.o.mailLog != nil {
-				var why []MatchInfo
-				_ = json.Unmarshal([]byte(m.Header.Get(mesh.HeaderMatch)), &why)
-				f.o.mailLog.put(logEntry{rec: &Record{ID: m.Header.Get(nats.MsgIdHdr), EventID: eventID, EventCode: eventCode,
-					NHSNumber: nhs, Channel: ch, Endpoint: m.Header.Get("Mex-To"), Matches: why, State: StateDelivered,
-					AttemptCount: 1, TotalAttempts: 1, FirstAttempt: now, Created: now, Updated: now, Reason: "stored in the mailbox",
-					Attempts: []Attempt{{At: now, Outcome: "stored"}}}})
-			}
+	for i, fut := range futures {
+		g := mailed[i]
+		if g == nil {
+			f.o.Metrics.jobs.WithLabelValues(fut.Msg().Header.Get(HeaderChannel)).Inc()
+			continue
 		}
-		f.o.Metrics.jobs.WithLabelValues(ch).Inc()
+		f.o.Metrics.deliveries.WithLabelValues(g.channel, "delivered", eventCode).Inc()
+		if f.o.mailLog != nil {
+			// The group's matches are what the stored message's
+			// Ems-Match header encodes: no need to decode it back.
+			f.o.mailLog.put(logEntry{rec: &Record{ID: fut.Msg().Header.Get(nats.MsgIdHdr), EventID: eventID, EventCode: eventCode,
+				NHSNumber: nhs, Channel: g.channel, Endpoint: g.endpoint, Matches: g.matches, State: StateDelivered,
+				AttemptCount: 1, TotalAttempts: 1, FirstAttempt: now, Created: now, Updated: now, Reason: "stored in the mailbox",
+				Attempts: []Attempt{{At: now, Outcome: "stored"}}}})
+		}
+		f.o.Metrics.jobs.WithLabelValues(g.channel).Inc()
 	}
 	f.o.Metrics.events.WithLabelValues("matched").Inc()
 	return nil
