@@ -185,6 +185,12 @@ func check(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 		} else if _, err := strconv.ParseInt(n.Value, 0, 64); err != nil {
 			nodeErr(errs, n, path, "integer %s out of range", n.Value)
 		}
+	case reflect.Float64:
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!float" && n.Tag != "!!int") {
+			nodeErr(errs, n, path, "must be a number, got %s", describe(n))
+		} else if _, err := strconv.ParseFloat(n.Value, 64); err != nil {
+			nodeErr(errs, n, path, "number %s out of range", n.Value)
+		}
 	default:
 		// A new field type needs a case above; fail loudly in tests.
 		nodeErr(errs, n, path, "internal error: no check for Go type %s", t)

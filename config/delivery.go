@@ -25,6 +25,19 @@ type Delivery struct {
 	// jobs' JetStream acks) far longer than on CPU, so there are many more
 	// workers than cores: their writes share one fsync.
 	FanoutWorkers int `yaml:"fanout_workers"`
+	// Yield holds delivery back while publishing is busy, so that
+	// publishers are answered first and deliveries catch up afterwards.
+	Yield Yield `yaml:"yield"`
+}
+
+// Yield configures how delivery gives way to publishing (package pace).
+type Yield struct {
+	// Share is the fraction of wall-clock time delivery may take while
+	// publishing is busy, in (0, 1]; 1 never holds delivery back.
+	Share float64 `yaml:"share"`
+	// Quiet is how long after the last publish request delivery runs
+	// freely again.
+	Quiet time.Duration `yaml:"quiet"`
 }
 
 // DeliveryMesh configures the built-in MESH mailboxes (mesh.md).
@@ -105,6 +118,7 @@ func DefaultDelivery() Delivery {
 		Concurrency:   4,
 		Breaker:       Breaker{Failures: 5, Cooldown: 30 * time.Second, MaxCooldown: 10 * time.Minute, Window: 20, FailurePercent: 50},
 		FanoutWorkers: 32,
+		Yield:         Yield{Share: 0.25, Quiet: 250 * time.Millisecond},
 	}
 }
 
@@ -172,6 +186,10 @@ func (d Delivery) validate(v *validator) {
 	if d.FanoutWorkers < 1 {
 		v.add("delivery.fanout_workers", "must be at least 1")
 	}
+	if !(d.Yield.Share > 0 && d.Yield.Share <= 1) {
+		v.add("delivery.yield.share", "must be above 0 and at most 1 (1: never yield)")
+	}
+	v.positive("delivery.yield.quiet", d.Yield.Quiet)
 	if d.Breaker.Failures < 1 {
 		v.add("delivery.breaker.failures", "must be at least 1")
 	}

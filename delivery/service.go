@@ -54,7 +54,9 @@ type Options struct {
 	Concurrency   func(endpoint string) int
 	Breaker       BreakerConfig
 	FanoutWorkers int
-	Replicas      int
+	// Pace, when set, admits fan-out work (FanoutOptions.Pace).
+	Pace     Pacer
+	Replicas int
 	// Lanes partition webhook jobs across the nodes of a cluster
 	// (DispatcherOptions.Lanes); nil on a single node.
 	Lanes      *LaneOptions
@@ -114,7 +116,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	mailLog := newAsyncLog(dlog)
 	fan, err := NewFanout(ctx, FanoutOptions{JS: o.JS, EventsStream: o.EventsStream, Matcher: o.Matcher, Facts: o.Facts,
-		Subscriptions: o.Subscriptions, Catalog: o.Catalog, MeshFrom: o.Mesh.From, Workers: o.FanoutWorkers,
+		Subscriptions: o.Subscriptions, Catalog: o.Catalog, MeshFrom: o.Mesh.From, Workers: o.FanoutWorkers, Pace: o.Pace,
 		Logger: o.Logger.With("stage", "fanout"), Metrics: m, Now: o.Now, mailLog: mailLog})
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"github.com/ems-broker/ems/delivery"
 	"github.com/ems-broker/ems/delivery/mesh"
 	"github.com/ems-broker/ems/fhir/catalog"
+	"github.com/ems-broker/ems/pace"
 )
 
 // startDelivery maps the configuration onto the delivery service, mounts
@@ -23,7 +24,8 @@ import (
 // operator API (when it is enabled), and starts the pipeline. The returned
 // stop waits for in-flight attempts.
 func startDelivery(ctx context.Context, cfg config.Config, js, meshJS jetstream.JetStream, db *bolt.DB, subs *subscriptionAPI,
-	cat *catalog.Catalog, reg prometheus.Registerer, public *http.ServeMux, adminSrv *admin.Server, facts delivery.FactsCompleter, log *slog.Logger) (func(), error) {
+	cat *catalog.Catalog, reg prometheus.Registerer, public *http.ServeMux, adminSrv *admin.Server, facts delivery.FactsCompleter,
+	gate *pace.Gate, log *slog.Logger) (func(), error) {
 	d := cfg.Delivery
 	matcher, err := subs.svc.Matcher()
 	if err != nil {
@@ -72,6 +74,7 @@ func startDelivery(ctx context.Context, cfg config.Config, js, meshJS jetstream.
 		Breaker: delivery.BreakerConfig{Failures: d.Breaker.Failures, Cooldown: d.Breaker.Cooldown, MaxCooldown: d.Breaker.MaxCooldown,
 			Window: d.Breaker.Window, FailurePercent: d.Breaker.FailurePercent},
 		FanoutWorkers: d.FanoutWorkers,
+		Pace:          gate,
 		Replicas:      cfg.NATS.EventsStream.Replicas,
 		Lanes:         deliveryLanes(cfg), // one node per endpoint lane in a cluster (docs/cluster.md)
 		Registerer:    reg,
@@ -80,7 +83,9 @@ func startDelivery(ctx context.Context, cfg config.Config, js, meshJS jetstream.
 	if err != nil {
 		return nil, err
 	}
-	public.Handle(mesh.APIPrefix+"/", svc.Mesh)
+	// MESH clients poll; they do not wait on a publisher, so the inbox API
+	// gives way to publishing like the fan-out does.
+	public.Handle(mesh.APIPrefix+"/", gate.BackgroundHandler(svc.Mesh))
 	if adminSrv != nil {
 		for _, p := range []string{"/deliveries", "/deliveries/", "/dead-letters", "/dead-letters/", "/breakers", "/breakers/"} {
 			adminSrv.Handle(delivery.AdminPrefix+p, svc.Admin)

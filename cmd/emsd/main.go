@@ -33,6 +33,7 @@ import (
 	"github.com/ems-broker/ems/fhir/catalog"
 	"github.com/ems-broker/ems/fhir/profile"
 	"github.com/ems-broker/ems/identity"
+	"github.com/ems-broker/ems/pace"
 	"github.com/ems-broker/ems/subscription"
 )
 
@@ -165,6 +166,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	// Delivery gives way to publishing when the machine cannot do both at
+	// once (docs/operating.md "Publishing first").
+	gate, err := pace.New(pace.Options{Share: cfg.Delivery.Yield.Share, Quiet: cfg.Delivery.Yield.Quiet, Registerer: reg})
+	if err != nil {
+		return err
+	}
+
 	var profiles broker.ProfileValidator
 	if cfg.Publish.ValidateProfiles {
 		pv, err := profile.New(profile.Options{MaxIssues: cfg.Publish.MaxIssues})
@@ -262,7 +270,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	mux := http.NewServeMux()
 	// Authenticate publishers before the broker reads and parses a body.
-	mux.Handle(broker.ProcessMessagePath, identity.PublishAuthorizer{Auth: auth}.Gate(publish))
+	// Only authenticated publishes count as publishing being busy.
+	mux.Handle(broker.ProcessMessagePath, identity.PublishAuthorizer{Auth: auth}.Gate(gate.Foreground(publish)))
 	mux.Handle(subscription.PathPrefix, subs.handler)
 	mux.Handle(subscription.PathPrefix+"/", subs.handler)
 	mux.HandleFunc("GET /STU3/metadata", func(w http.ResponseWriter, r *http.Request) {
@@ -290,7 +299,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return fmt.Errorf("opening JetStream for %s: %w", name, err)
 		}
 	}
-	stopDelivery, err := startDelivery(ctx, cfg, deliveryJS[0], deliveryJS[1], db, subs, cat, reg, mux, adminSrv, ref, log.With("component", "delivery"))
+	stopDelivery, err := startDelivery(ctx, cfg, deliveryJS[0], deliveryJS[1], db, subs, cat, reg, mux, adminSrv, ref, gate,
+		log.With("component", "delivery"))
 	if err != nil {
 		return err
 	}
