@@ -38,8 +38,16 @@ type FactsCompleter interface {
 	Complete(ctx context.Context, f subscription.EventFacts, bundle *fhir.Node) (subscription.EventFacts, error)
 }
 
+// Pacer admits a unit of delivery work; while publishing is busy it holds
+// delivery back so that publishers are answered first (pace.Gate).
+type Pacer interface {
+	Background(ctx context.Context) (done func(), err error)
+}
+
 // FanoutOptions configure the fan-out stage.
 type FanoutOptions struct {
+	// Pace, when set, admits each event's fan-out. Optional.
+	Pace Pacer
 	// Facts, when set, completes the facts before matching. Optional.
 	Facts         FactsCompleter
 	JS            jetstream.JetStream
@@ -122,7 +130,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 		go func(q <-chan jetstream.Msg) {
 			defer wg.Done()
 			for msg := range q {
-				f.handle(ctx, msg)
+				f.paced(ctx, msg)
 			}
 		}(queues[i])
 	}
@@ -153,6 +161,21 @@ func (f *Fanout) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// paced handles one event when the pacer admits it. An event the pacer
+// gives up on (shutdown) stays unacknowledged and comes back.
+func (f *Fanout) paced(ctx context.Context, msg jetstream.Msg) {
+	if f.o.Pace == nil {
+		f.handle(ctx, msg)
+		return
+	}
+	done, err := f.o.Pace.Background(ctx)
+	if err != nil {
+		return
+	}
+	defer done()
+	f.handle(ctx, msg)
 }
 
 // handle fans one event out. A failure (the store refusing jobs) is retried
