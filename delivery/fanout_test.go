@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -305,5 +306,68 @@ func TestMailboxDeliveriesInTheLog(t *testing.T) {
 	}
 	if r := recs[0]; r.ID != msgs[0].ID || r.State != StateAcknowledged || r.EventID != "33333333-3333-4333-8333-333333333333" || len(r.Matches) != 1 || r.Matches[0].Tag != "x" {
 		t.Fatalf("record %+v", r)
+	}
+}
+
+// TestAsyncLogAcknowledgements: an acknowledgement marks its record
+// whether the record is still in the batch, was written by this log
+// goroutine a moment ago, or only by an earlier one (read back from bbolt);
+// one of an unknown id writes nothing.
+func TestAsyncLogAcknowledgements(t *testing.T) {
+	dlog, err := NewLog(testnats.Bolt(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 23, 1, 0, 0, 0, time.UTC)
+	rec := func(id string) logEntry {
+		return logEntry{rec: &Record{ID: id, Channel: "message", Endpoint: "MBX01", State: StateDelivered, Created: t0, Updated: t0,
+			Matches: []MatchInfo{{Subscription: "s1", Kind: "patient"}}}}
+	}
+	ack := func(id string, at time.Time) logEntry { return logEntry{acked: id, at: at} }
+	session := func(steps ...func(*asyncLog)) {
+		al := newAsyncLog(dlog)
+		done, stopped := make(chan struct{}), make(chan struct{})
+		go func() { al.run(done); close(stopped) }()
+		for _, s := range steps {
+			s(al)
+		}
+		close(done)
+		<-stopped
+	}
+	put := func(es ...logEntry) func(*asyncLog) {
+		return func(al *asyncLog) {
+			for _, e := range es {
+				al.put(e)
+			}
+		}
+	}
+	flushed := func(*asyncLog) { time.Sleep(250 * time.Millisecond) } // past the 100 ms tick
+	t1, t2, t3 := t0.Add(time.Second), t0.Add(2*time.Second), t0.Add(3*time.Second)
+
+	session(put(rec("same-batch"), ack("same-batch", t1), rec("remembered"), rec("stored"), rec("unacked")), flushed,
+		put(ack("remembered", t2), ack("nobody", t2)))
+	session(put(ack("stored", t3)))
+	session(put(ack("redelivered", t1), rec("redelivered"))) // an acknowledgement before a re-run's record
+	for _, c := range []struct {
+		id    string
+		state string
+		at    time.Time
+	}{
+		{"same-batch", StateAcknowledged, t1},
+		{"remembered", StateAcknowledged, t2},
+		{"stored", StateAcknowledged, t3},
+		{"unacked", StateDelivered, t0},
+		{"redelivered", StateDelivered, t0},
+	} {
+		r, err := dlog.Get(c.id)
+		if err != nil {
+			t.Fatalf("%s: %v", c.id, err)
+		}
+		if r.State != c.state || !r.Updated.Equal(c.at) || len(r.Matches) != 1 || r.Endpoint != "MBX01" {
+			t.Errorf("%s: %+v, want state %s updated %v", c.id, r, c.state, c.at)
+		}
+	}
+	if _, err := dlog.Get("nobody"); !errors.Is(err, ErrNoRecord) {
+		t.Errorf("acknowledgement of an unknown id wrote a record: %v", err)
 	}
 }

@@ -270,6 +270,11 @@ type logEntry struct {
 // owns the writes and commits them in batches, so the log costs the
 // fan-out no fsync. A crash can lose the newest log lines, never a
 // delivery: the message itself is in JetStream.
+//
+// Most acknowledgements follow their delivery within moments, so the
+// goroutine keeps the records it wrote last: an acknowledgement of one of
+// them, or of one still in the batch, costs no read and decode of the
+// stored record (and in the batch, no second write).
 type asyncLog struct {
 	log *Log
 	in  chan logEntry
@@ -285,23 +290,67 @@ func (a *asyncLog) put(e logEntry) {
 	}
 }
 
+// recentRecords bounds the records the log goroutine remembers after
+// writing them: about a record's JSON size each, and a few seconds of
+// deliveries at the rates measured (BENCHMARKS.md).
+const recentRecords = 4096
+
+// recent is the log goroutine's memory of the records it wrote last, as
+// stored; only that goroutine writes mailbox records.
+type recent struct {
+	byID map[string]*Record
+	ring []string // ids in write order; ring[next] is the oldest when full
+	next int
+}
+
+func newRecent() *recent { return &recent{byID: make(map[string]*Record, recentRecords)} }
+
+func (c *recent) add(r *Record) {
+	if _, ok := c.byID[r.ID]; ok {
+		c.byID[r.ID] = r
+		return
+	}
+	if len(c.ring) < recentRecords {
+		c.ring = append(c.ring, r.ID)
+	} else {
+		delete(c.byID, c.ring[c.next])
+		c.ring[c.next] = r.ID
+		c.next = (c.next + 1) % recentRecords
+	}
+	c.byID[r.ID] = r
+}
+
+// take returns and forgets the record of id (the caller changes it).
+func (c *recent) take(id string) *Record {
+	r := c.byID[id]
+	// Its ring slot stays: reached, it may evict a later copy of id
+	// early, which costs a read, not a wrong record.
+	delete(c.byID, id)
+	return r
+}
+
 // run writes batches until ctx ends, then flushes what is queued.
 func (a *asyncLog) run(done <-chan struct{}) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
-	var batch []logEntry
+	var (
+		batch []*Record
+		// inBatch: the records of batch by id, which an acknowledgement
+		// in the same batch changes in place.
+		inBatch = map[string]*Record{}
+		// acked are the acknowledgements of records neither in the batch
+		// nor remembered: read, changed and written back.
+		acked []logEntry
+		mem   = newRecent()
+	)
 	flush := func() {
-		if len(batch) == 0 {
+		if len(batch) == 0 && len(acked) == 0 {
 			return
 		}
-		_ = a.log.db.Update(func(tx *bolt.Tx) error {
-			for _, e := range batch {
-				if e.rec != nil {
-					if err := putRecord(tx, e.rec); err != nil {
-						return err
-					}
-					continue
-				}
+		err := a.log.db.Update(func(tx *bolt.Tx) error {
+			// Acknowledgements of stored records first: a record of the
+			// batch with the same id was put after them.
+			for _, e := range acked {
 				r, err := getRecord(tx, e.acked)
 				if err != nil {
 					continue
@@ -311,24 +360,62 @@ func (a *asyncLog) run(done <-chan struct{}) {
 					return err
 				}
 			}
+			for _, r := range batch {
+				if err := putRecord(tx, r); err != nil {
+					return err
+				}
+			}
 			return nil
 		})
-		batch = batch[:0]
+		if err == nil {
+			for _, r := range batch {
+				if r.State != StateAcknowledged {
+					mem.add(r)
+				}
+			}
+		} else {
+			// What was remembered may no longer be what is stored.
+			mem = newRecent()
+		}
+		batch, acked = batch[:0], acked[:0]
+		clear(inBatch)
+	}
+	add := func(e logEntry) {
+		switch {
+		case e.rec != nil:
+			if old, ok := inBatch[e.rec.ID]; ok {
+				*old = *e.rec // a re-run fan-out: the last write wins, as before
+			} else {
+				inBatch[e.rec.ID] = e.rec
+				batch = append(batch, e.rec)
+			}
+			mem.take(e.rec.ID)
+		case inBatch[e.acked] != nil:
+			r := inBatch[e.acked]
+			r.State, r.Updated = StateAcknowledged, e.at
+		case mem.byID[e.acked] != nil:
+			r := mem.take(e.acked)
+			r.State, r.Updated = StateAcknowledged, e.at
+			inBatch[r.ID] = r
+			batch = append(batch, r)
+		default:
+			acked = append(acked, e)
+		}
+		if len(batch)+len(acked) >= 512 {
+			flush()
+		}
 	}
 	for {
 		select {
 		case e := <-a.in:
-			batch = append(batch, e)
-			if len(batch) >= 512 {
-				flush()
-			}
+			add(e)
 		case <-t.C:
 			flush()
 		case <-done:
 			for {
 				select {
 				case e := <-a.in:
-					batch = append(batch, e)
+					add(e)
 				default:
 					flush()
 					return
