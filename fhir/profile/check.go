@@ -4,13 +4,12 @@ import (
 	"strings"
 
 	"github.com/ems-broker/ems/fhir"
-	"github.com/ems-broker/ems/fhir/profile/internal/rules"
 )
 
 // binding checks a coded element against its required (error) or
 // extensible (warning) value set.
-func (w *walker) binding(n *fhir.Node, def *rules.Element, typ string, at fhir.Path) {
-	vs := w.v.vs[def.Binding.ValueSet]
+func (w *walker) binding(n *fhir.Node, def *elem, typ string, at loc) {
+	vs := def.vs
 	if vs == nil || vs.unchecked {
 		return
 	}
@@ -18,15 +17,15 @@ func (w *walker) binding(n *fhir.Node, def *rules.Element, typ string, at fhir.P
 	if def.Binding.Strength != "required" {
 		sev = fhir.SeverityWarning
 	}
-	report := func(loc fhir.Path, what string) {
-		w.add(sev, fhir.InvalidResource, "code-invalid", loc, def.ID+": "+what+" is not in ValueSet "+vs.name+" ("+def.Binding.Strength+")")
+	report := func(l loc, what string) {
+		w.add(sev, fhir.InvalidResource, "code-invalid", l, def.ID+": "+what+" is not in ValueSet "+vs.name+" ("+def.Binding.Strength+")")
 	}
 	switch typ {
 	case "code", "string", "uri":
 		if !n.HasValue {
 			return
 		}
-		for _, codes := range vs.codes {
+		for _, codes := range vs.codeSets {
 			if _, ok := codes[n.Value]; ok {
 				return
 			}
@@ -45,26 +44,38 @@ func (w *walker) binding(n *fhir.Node, def *rules.Element, typ string, at fhir.P
 			report(at, what)
 		}
 	case "CodeableConcept":
-		codings := n.ChildrenNamed("coding")
-		if len(codings) == 0 {
+		codings := 0
+		for _, c := range n.Children {
+			if c.Name == "coding" {
+				codings++
+			}
+		}
+		if codings == 0 {
 			if sev == fhir.SeverityError {
 				w.add(sev, fhir.InvalidResource, "code-invalid", at, def.ID+": no coding from ValueSet "+vs.name+" (required)")
 			}
 			return
 		}
 		var first string
-		for i, c := range codings {
+		i := 0
+		for _, c := range n.Children {
+			if c.Name != "coding" {
+				continue
+			}
 			ok, what := vs.hasCoding(c)
 			if ok {
-				w.misspelled(c, at.Index("coding", i))
+				l := w.index(at, "coding", i)
+				w.misspelled(c, l)
 				return
 			}
 			if first == "" {
 				first = what
 			}
+			i++
 		}
-		if len(codings) == 1 {
-			report(at.Index("coding", 0), first)
+		if codings == 1 {
+			l := w.index(at, "coding", 0)
+			report(l, first)
 		} else {
 			report(at, "none of the codings ("+first+", ...)")
 		}
@@ -72,37 +83,43 @@ func (w *walker) binding(n *fhir.Node, def *rules.Element, typ string, at fhir.P
 }
 
 // hasCoding tells whether system|code is in the value set; value sets
-// with SNOMED CT filters are checked at system level.
-func (vs *valueSet) hasCoding(c *fhir.Node) (bool, string) {
+// with SNOMED CT filters are checked at system level. When it is not, what
+// names the coding for the diagnostic (only then built).
+func (vs *valueSet) hasCoding(c *fhir.Node) (ok bool, what string) {
 	sys, code := c.Str("system"), c.Str("code")
-	what := "code '" + code + "' (system " + sys + ")"
 	if fixed, ok := misspelledSystem(sys); ok {
 		if _, in := vs.codes[fixed][code]; in {
-			return true, what
+			return true, ""
 		}
 	}
 	if vs.systems[sys] {
 		if sys == snomedSystem && !validSCTID(code) {
-			return false, what + ": not a valid SNOMED CT identifier, so"
+			return false, codingText(sys, code) + ": not a valid SNOMED CT identifier, so"
 		}
-		return code != "", what
+		if code != "" {
+			return true, ""
+		}
+		return false, codingText(sys, code)
 	}
 	if codes, ok := vs.codes[sys]; ok {
-		_, in := codes[code]
-		return in, what
+		if _, in := codes[code]; in {
+			return true, ""
+		}
 	}
-	return false, what
+	return false, codingText(sys, code)
 }
+
+func codingText(sys, code string) string { return "code '" + code + "' (system " + sys + ")" }
 
 // reference checks that a Reference points at an allowed resource type and,
 // for references local to the message, that the target exists.
-func (w *walker) reference(n *fhir.Node, def *rules.Element, at fhir.Path) {
+func (w *walker) reference(n *fhir.Node, def *elem, at loc) {
 	ref := n.Child("reference")
 	if ref == nil || !ref.HasValue {
 		return
 	}
 	r := ref.Value
-	loc := at.Field("reference")
+	l := w.field(at, "reference")
 	if strings.HasPrefix(r, "#") {
 		return // ref-1 checks contained targets
 	}
@@ -119,7 +136,7 @@ func (w *walker) reference(n *fhir.Node, def *rules.Element, at fhir.Path) {
 				// dangling references (BirthNotificationWithoutMother), and
 				// the routing rules check the references that matter
 				// (focus, subject) themselves.
-				w.add(fhir.SeverityWarning, fhir.ReferenceNotFound, "not-found", loc, def.ID+": reference '"+r+"' does not resolve inside the message")
+				w.add(fhir.SeverityWarning, fhir.ReferenceNotFound, "not-found", l, def.ID+": reference '"+r+"' does not resolve inside the message")
 			}
 			return
 		}
@@ -128,7 +145,7 @@ func (w *walker) reference(n *fhir.Node, def *rules.Element, at fhir.Path) {
 	if typ == "" {
 		return
 	}
-	targets := w.targets(def)
+	targets := def.targets
 	if len(targets) == 0 {
 		return
 	}
@@ -137,47 +154,22 @@ func (w *walker) reference(n *fhir.Node, def *rules.Element, at fhir.Path) {
 			return
 		}
 	}
-	w.errorf("value", loc, def.ID+": reference to "+typ+" is not allowed (allowed: "+strings.Join(targets, ", ")+")")
-}
-
-// targets lists the resource types a Reference element may point at.
-func (w *walker) targets(def *rules.Element) []string {
-	var out []string
-	for _, t := range def.Types {
-		if t.Code != "Reference" {
-			continue
-		}
-		tps := t.TargetProfiles
-		if t.Profile != "" {
-			// Forge sometimes writes the target as the type profile.
-			tps = append(tps[:len(tps):len(tps)], t.Profile)
-		}
-		for _, tp := range tps {
-			name := ""
-			if p := w.v.set.Profiles[tp]; p != nil {
-				name = p.Type
-			} else if strings.HasPrefix(tp, "http://hl7.org/fhir/StructureDefinition/") {
-				name = strings.TrimPrefix(tp, "http://hl7.org/fhir/StructureDefinition/")
-			} else {
-				continue // an unknown target profile: cannot narrow
-			}
-			out = append(out, name)
-		}
-	}
-	return out
+	w.errorf("value", l, def.ID+": reference to "+typ+" is not allowed (allowed: "+strings.Join(targets, ", ")+")")
 }
 
 // literalType is the resource type named by a relative ("Patient/1") or
 // absolute (".../STU3/Organization/X26") literal reference.
 func literalType(r string) string {
-	if strings.Contains(r, "/_history/") {
-		r = r[:strings.Index(r, "/_history/")]
+	if i := strings.Index(r, "/_history/"); i >= 0 {
+		r = r[:i]
 	}
-	parts := strings.Split(strings.TrimSuffix(r, "/"), "/")
-	if len(parts) < 2 {
+	// The second-to-last segment of r without a trailing slash.
+	r = strings.TrimSuffix(r, "/")
+	end := strings.LastIndexByte(r, '/')
+	if end < 0 {
 		return ""
 	}
-	t := parts[len(parts)-2]
+	t := r[strings.LastIndexByte(r[:end], '/')+1 : end]
 	if t == "" || t[0] < 'A' || t[0] > 'Z' {
 		return ""
 	}
@@ -206,8 +198,9 @@ func misspelledSystem(sys string) (string, bool) {
 	return careConnectBase + "CodeSystem/" + rest, true
 }
 
-func (w *walker) misspelled(c *fhir.Node, at fhir.Path) {
+func (w *walker) misspelled(c *fhir.Node, at loc) {
 	if fixed, ok := misspelledSystem(c.Str("system")); ok {
-		w.add(fhir.SeverityWarning, fhir.InvalidCodeSystem, "code-invalid", at.Field("system"), "code system '"+c.Str("system")+"' should be '"+fixed+"'")
+		l := w.field(at, "system")
+		w.add(fhir.SeverityWarning, fhir.InvalidCodeSystem, "code-invalid", l, "code system '"+c.Str("system")+"' should be '"+fixed+"'")
 	}
 }

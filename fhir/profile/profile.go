@@ -47,19 +47,23 @@ type Options struct {
 // Validator checks resources against compiled profiles. It is safe for
 // concurrent use.
 type Validator struct {
-	set  *rules.Set
-	vs   map[string]*valueSet
-	byID map[*rules.Profile]map[string]*rules.Element
-	// typeProfiles is set.Profiles[set.Types[code]] resolved once: the
+	set *rules.Set
+	vs  map[string]*valueSet
+	// profiles wraps set.Profiles with the element trees the walker uses
+	// (compiled.go).
+	profiles map[string]*profile
+	// typeProfiles is profiles[set.Types[code]] resolved once: the
 	// walker asks for it at every element, and hashing the two long
 	// profile URLs was 4.5 % of emsd's CPU under ems-bench.
-	typeProfiles map[string]*rules.Profile
+	typeProfiles map[string]*profile
+	extensionURL string // set.Types["Extension"]
 	opts         Options
 }
 
 type valueSet struct {
 	name      string
 	codes     map[string]map[string]struct{}
+	codeSets  []map[string]struct{} // the values of codes, to range without a map iterator
 	systems   map[string]bool
 	unchecked bool
 }
@@ -97,13 +101,7 @@ func newValidator(s *rules.Set, opts Options) *Validator {
 	if opts.MaxIssues <= 0 {
 		opts.MaxIssues = DefaultMaxIssues
 	}
-	v := &Validator{set: s, vs: map[string]*valueSet{}, byID: map[*rules.Profile]map[string]*rules.Element{}, opts: opts,
-		typeProfiles: make(map[string]*rules.Profile, len(s.Types))}
-	for code, url := range s.Types {
-		if p := s.Profiles[url]; p != nil && url != "" {
-			v.typeProfiles[code] = p
-		}
-	}
+	v := &Validator{set: s, vs: map[string]*valueSet{}, opts: opts, extensionURL: s.Types["Extension"]}
 	for url, r := range s.ValueSets {
 		vs := &valueSet{name: r.Name, codes: map[string]map[string]struct{}{}, systems: map[string]bool{}, unchecked: r.Unchecked}
 		if vs.name == "" {
@@ -115,27 +113,14 @@ func newValidator(s *rules.Set, opts Options) *Validator {
 				m[c] = struct{}{}
 			}
 			vs.codes[sys] = m
+			vs.codeSets = append(vs.codeSets, m)
 		}
 		for _, sys := range r.Systems {
 			vs.systems[sys] = true
 		}
 		v.vs[url] = vs
 	}
-	for _, p := range s.Profiles {
-		idx := map[string]*rules.Element{}
-		var walk func(e *rules.Element)
-		walk = func(e *rules.Element) {
-			idx[e.ID] = e
-			for _, c := range e.Children {
-				walk(c)
-			}
-			for _, c := range e.Slices {
-				walk(c)
-			}
-		}
-		walk(p.Root)
-		v.byID[p] = idx
-	}
+	v.compileProfiles()
 	return v
 }
 

@@ -22,34 +22,36 @@ func (v *Validator) Validate(resource *fhir.Node, at fhir.Path, resolve Resolver
 }
 
 func (v *Validator) walker(resolve Resolver) *walker {
-	w := &walker{v: v, seen: map[string]struct{}{}}
+	w := &walker{v: v}
 	if resolve != nil {
 		w.env.Resolve = resolve
 	}
 	return w
 }
 
-func (v *Validator) validate(w *walker, res *fhir.Node, at fhir.Path, profileURLs []string) {
-	if at == "" {
-		at = fhir.Path(res.ResourceType)
+func (v *Validator) validate(w *walker, res *fhir.Node, path fhir.Path, profileURLs []string) {
+	if path == "" {
+		path = fhir.Path(res.ResourceType)
 	}
+	at := w.rootLoc(path)
 	w.env.Resource = res
-	base := v.set.Profiles[v.set.Types[res.ResourceType]]
+	base := v.profiles[v.set.Types[res.ResourceType]]
 	if base == nil || base.Kind != "resource" {
 		w.prof = &rules.Profile{Name: "STU3"}
 		w.unsupported(res.ResourceType, at)
 		return
 	}
-	w.prof = base
-	profiles := []*rules.Profile{base}
-	addProfile := func(url string, loc fhir.Path) {
-		p := v.set.Profiles[url]
+	w.prof = base.Profile
+	var buf [4]*profile
+	profiles := append(buf[:0], base)
+	addProfile := func(url string, l loc) {
+		p := v.profiles[url]
 		switch {
 		case p == nil:
-			w.add(fhir.SeverityWarning, fhir.InvalidResource, "not-supported", loc, "unknown profile '"+url+"' not checked")
+			w.add(fhir.SeverityWarning, fhir.InvalidResource, "not-supported", l, "unknown profile '"+url+"' not checked")
 			return
 		case p.Type != res.ResourceType:
-			w.errorf("structure", loc, "profile '"+url+"' constrains "+p.Type+", not "+res.ResourceType)
+			w.errorf("structure", l, "profile '"+url+"' constrains "+p.Type+", not "+res.ResourceType)
 			return
 		}
 		for _, q := range profiles {
@@ -64,9 +66,11 @@ func (v *Validator) validate(w *walker, res *fhir.Node, at fhir.Path, profileURL
 	}
 	if meta := res.Child("meta"); meta != nil {
 		i := 0
+		lm := w.field(at, "meta")
 		for _, c := range meta.Children {
 			if c.Name == "profile" {
-				addProfile(c.Value, at.Field("meta").Index("profile", i))
+				l := w.index(lm, "profile", i)
+				addProfile(c.Value, l)
 				i++
 			}
 		}
@@ -209,7 +213,7 @@ func Validate(resource *fhir.Node, at fhir.Path, resolve Resolver, profileURLs .
 // unsupported reports a resource whose type has no compiled definition: a
 // warning for a real STU3 type the rules leave out (it is not validated), an
 // error for a name STU3 does not have.
-func (w *walker) unsupported(typ string, at fhir.Path) {
+func (w *walker) unsupported(typ string, at loc) {
 	i := sort.SearchStrings(w.v.set.ResourceTypes, typ)
 	if i < len(w.v.set.ResourceTypes) && w.v.set.ResourceTypes[i] == typ {
 		w.add(fhir.SeverityWarning, fhir.InvalidResource, "not-supported", at, "resource type '"+typ+"' is not validated by this service")

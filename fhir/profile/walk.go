@@ -20,18 +20,25 @@ type walker struct {
 	// skipEntries leaves Bundle.entry.resource to the caller, which checks
 	// each entry against its own profiles (ValidateBundle).
 	skipEntries bool
-	// names is the element path from the resource root ("Patient",
-	// "identifier"), joined only when an extension context is checked.
-	names []string
+	// names[nameBase:] is the element path from the resource root
+	// ("Patient", "identifier"), joined only when an extension context is
+	// checked. One slice serves the whole call; resource() moves nameBase.
+	names    []string
+	nameBase int
+	steps    []step // the location stack (loc.go)
 }
 
-func (w *walker) add(sev fhir.Severity, code fhir.SpineCode, typ string, at fhir.Path, msg string) {
+func (w *walker) add(sev fhir.Severity, code fhir.SpineCode, typ string, l loc, msg string) {
 	if w.full {
 		return
 	}
+	at := w.path(l)
 	key := string(at) + "\x00" + msg
 	if _, dup := w.seen[key]; dup {
 		return
+	}
+	if w.seen == nil {
+		w.seen = map[string]struct{}{}
 	}
 	w.seen[key] = struct{}{}
 	if len(w.issues) >= w.v.opts.MaxIssues {
@@ -43,22 +50,24 @@ func (w *walker) add(sev fhir.Severity, code fhir.SpineCode, typ string, at fhir
 	w.issues = append(w.issues, fhir.Issue{Severity: sev, Code: code, IssueType: typ, Expression: string(at), Diagnostics: w.prof.Name + ": " + msg})
 }
 
-func (w *walker) errorf(typ string, at fhir.Path, msg string) {
+func (w *walker) errorf(typ string, at loc, msg string) {
 	w.add(fhir.SeverityError, fhir.InvalidResource, typ, at, msg)
 }
 
 // resource checks a resource node against profile p.
-func (w *walker) resource(n *fhir.Node, at fhir.Path, p *rules.Profile) {
-	saved, savedNames := w.prof, w.names
-	w.prof = p
-	w.names = append(make([]string, 0, 16), p.Type)
-	w.element(n, p.Root, p, p.Type, at)
-	w.prof, w.names = saved, savedNames
+func (w *walker) resource(n *fhir.Node, at loc, p *profile) {
+	saved, savedBase := w.prof, w.nameBase
+	w.prof = p.Profile
+	w.nameBase = len(w.names)
+	w.names = append(w.names, p.Type)
+	w.element(n, p.root, p, p.Type, at)
+	w.names = w.names[:w.nameBase]
+	w.prof, w.nameBase = saved, savedBase
 }
 
 // element checks node n against definition def (from profile sd) as type
 // code typ.
-func (w *walker) element(n *fhir.Node, def *rules.Element, sd *rules.Profile, typ string, at fhir.Path) {
+func (w *walker) element(n *fhir.Node, def *elem, sd *profile, typ string, at loc) {
 	isResource := n.ResourceType != ""
 	if !isResource && !n.HasValue && n.XHTML == "" && !hasContent(n) {
 		w.add(fhir.SeverityError, fhir.FHIRConstraintViolation, "invariant", at, "ele-1: All FHIR elements must have a @value or children ("+def.ID+")")
@@ -66,7 +75,7 @@ func (w *walker) element(n *fhir.Node, def *rules.Element, sd *rules.Profile, ty
 	if def.Fixed != nil && (!n.HasValue || n.Value != def.Fixed.Value) {
 		w.errorf("value", at, def.ID+": value '"+n.Value+"' does not equal the fixed value '"+def.Fixed.Value+"'")
 	}
-	tsd := w.typeProfile(def, typ)
+	tsd := w.v.typeProfile(def, typ)
 	primitive := tsd != nil && tsd.Kind == "primitive-type" || tsd == nil && isPrimitiveName(typ)
 	if primitive && n.HasValue {
 		if p := primitiveProblem(typ, n.Value); p != "" {
@@ -92,25 +101,25 @@ func (w *walker) element(n *fhir.Node, def *rules.Element, sd *rules.Profile, ty
 	}
 	// Children: from the snapshot when it unrolls them, else from the
 	// content reference or the type's own definition.
-	children, csd := def.Children, sd
+	owner, csd := def, sd
 	switch {
-	case typ == "Extension" && tsd != nil && tsd.URL != w.v.set.Types["Extension"] && tsd != sd:
+	case typ == "Extension" && tsd != nil && tsd.URL != w.v.extensionURL && tsd != sd:
 		// An extension's own definition is authoritative: profiles that
 		// unroll an extension slice (CareConnect-EMS-Patient-1) drop the
 		// sub-extension slices it defines.
-		children, csd = tsd.Root.Children, tsd
-		w.invariants(n, tsd.Root, at)
-	case len(children) > 0:
+		owner, csd = tsd.root, tsd
+		w.invariants(n, tsd.root, at)
+	case len(def.kids) > 0:
 	case def.ContentRef != "":
-		if ref := w.v.byID[sd][def.ContentRef]; ref != nil {
-			children = ref.Children
+		if def.ref != nil {
+			owner = def.ref
 		}
 	case tsd != nil:
-		children, csd = tsd.Root.Children, tsd
-		w.invariants(n, tsd.Root, at)
+		owner, csd = tsd.root, tsd
+		w.invariants(n, tsd.root, at)
 	}
-	if isResource || len(children) > 0 || len(n.Children) > 0 {
-		w.children(n, children, csd, at)
+	if isResource || len(owner.kids) > 0 || len(n.Children) > 0 {
+		w.children(n, owner, csd, at)
 	}
 	w.invariants(n, def, at)
 }
@@ -126,23 +135,10 @@ func hasContent(n *fhir.Node) bool {
 
 func isPrimitiveName(t string) bool { return t != "" && t[0] >= 'a' && t[0] <= 'z' }
 
-// typeProfile is the definition that describes the inside of an element of
-// type typ: its type profile when it has a known one (an extension
-// definition, SimpleQuantity), else the base definition of the type.
-func (w *walker) typeProfile(def *rules.Element, typ string) *rules.Profile {
-	for _, t := range def.Types {
-		if t.Code == typ && t.Profile != "" {
-			if p := w.v.set.Profiles[t.Profile]; p != nil {
-				return p
-			}
-		}
-	}
-	return w.v.typeProfiles[typ]
-}
-
-func (w *walker) invariants(n *fhir.Node, def *rules.Element, at fhir.Path) {
-	for _, inv := range def.Invariants {
-		if invariant.Check(inv.Key, n, &w.env) {
+func (w *walker) invariants(n *fhir.Node, def *elem, at loc) {
+	for i := range def.invs {
+		inv := &def.invs[i]
+		if inv.fn(n, &w.env) {
 			continue
 		}
 		sev := fhir.SeverityError
@@ -153,42 +149,50 @@ func (w *walker) invariants(n *fhir.Node, def *rules.Element, at fhir.Path) {
 	}
 }
 
-// match is the definition a child node was assigned to.
-type match struct {
-	def *rules.Element
+// assigned is the definition a child node was matched to (an index into
+// the owner's kids; -1 unknown, -2 reported or handled elsewhere) and the
+// type it was matched as.
+type assigned struct {
+	d   int
 	typ string
 }
 
-// children checks the child nodes of n against the child definitions defs.
-func (w *walker) children(n *fhir.Node, defs []*rules.Element, sd *rules.Profile, at fhir.Path) {
-	var stackBuf [24]int
+// children checks the child nodes of n against the child definitions of
+// owner.
+func (w *walker) children(n *fhir.Node, owner *elem, sd *profile, at loc) {
+	defs := owner.kids
+	var stackBuf [24]assigned
 	assign := stackBuf[:0]
 	if len(n.Children) > len(stackBuf) {
-		assign = make([]int, 0, len(n.Children))
+		assign = make([]assigned, 0, len(n.Children))
 	}
-	types := make([]string, len(n.Children))
+	var countBuf [48]int
+	counts := countBuf[:0]
+	if len(defs) > len(countBuf) {
+		counts = make([]int, len(defs))
+	} else {
+		counts = countBuf[:len(defs)]
+	}
 	for i, c := range n.Children {
-		d, typ, bad := w.lookup(defs, c.Name)
+		d, typ, bad := w.v.lookup(owner, c.Name)
 		if d < 0 {
 			if n.ResourceType != "" && c.ResourceType != "" {
 				d = -2 // a resource node's own name, handled by the caller
 			} else {
-				w.errorf("structure", childPath(at, c, false, n, i), "unknown element '"+c.Name+"'"+where(sd))
+				l := w.childLoc(at, n, i, false)
+				w.errorf("structure", l, "unknown element '"+c.Name+"'"+where(sd))
 			}
 		} else if bad != "" {
-			w.errorf("structure", childPath(at, c, defs[d].Repeats, n, i), defs[d].ID+": type "+bad+" is not allowed here"+allowed(defs[d]))
+			l := w.childLoc(at, n, i, defs[d].Repeats)
+			w.errorf("structure", l, defs[d].ID+": type "+bad+" is not allowed here"+allowed(defs[d]))
 			d = -2
+		} else {
+			counts[d]++
 		}
-		assign = append(assign, d)
-		types[i] = typ
+		assign = append(assign, assigned{d, typ})
 	}
 	for di, d := range defs {
-		count := 0
-		for _, a := range assign {
-			if a == di {
-				count++
-			}
-		}
+		count := counts[di]
 		if count < d.Min {
 			w.errorf("required", at, d.ID+" min "+strconv.Itoa(d.Min)+", found "+strconv.Itoa(count))
 		}
@@ -201,9 +205,10 @@ func (w *walker) children(n *fhir.Node, defs []*rules.Element, sd *rules.Profile
 			continue
 		}
 		if d.Max == 0 {
-			for i, c := range n.Children {
-				if assign[i] == di {
-					w.errorf("structure", childPath(at, c, d.Repeats, n, i), d.ID+" is prohibited (max 0)")
+			for i := range n.Children {
+				if assign[i].d == di {
+					l := w.childLoc(at, n, i, d.Repeats)
+					w.errorf("structure", l, d.ID+" is prohibited (max 0)")
 				}
 			}
 			continue
@@ -213,25 +218,25 @@ func (w *walker) children(n *fhir.Node, defs []*rules.Element, sd *rules.Profile
 		}
 		if d.Slicing != nil && len(d.Slices) > 0 || d.Name == "extension" || d.Name == "modifierExtension" {
 			// Extensions are always resolved by url, sliced or not.
-			w.sliced(n, d, sd, di, assign, types, at)
+			w.sliced(n, d, sd, di, assign, at)
 			continue
 		}
 		for i, c := range n.Children {
-			if assign[i] == di {
-				w.child(n, c, i, d, sd, types[i], at)
+			if assign[i].d == di {
+				w.child(n, c, i, d, sd, assign[i].typ, at)
 			}
 		}
 	}
 }
 
-func where(sd *rules.Profile) string {
+func where(sd *profile) string {
 	if sd == nil {
 		return ""
 	}
 	return " in " + sd.Type
 }
 
-func allowed(d *rules.Element) string {
+func allowed(d *elem) string {
 	var b strings.Builder
 	b.WriteString(" (allowed:")
 	for _, t := range d.Types {
@@ -243,20 +248,20 @@ func allowed(d *rules.Element) string {
 
 // child checks one matched child; resources inside containers are
 // dispatched to their own base definition.
-func (w *walker) child(parent, c *fhir.Node, i int, d *rules.Element, sd *rules.Profile, typ string, at fhir.Path) {
-	loc := childPath(at, c, d.Repeats, parent, i)
+func (w *walker) child(parent, c *fhir.Node, i int, d *elem, sd *profile, typ string, at loc) {
+	l := w.childLoc(at, parent, i, d.Repeats)
 	if typ == "Resource" || typ == "DomainResource" {
-		w.container(c, d, loc)
+		w.container(c, d, l)
 		return
 	}
 	w.names = append(w.names, d.Name)
-	w.element(c, d, sd, typ, loc)
+	w.element(c, d, sd, typ, l)
 	w.names = w.names[:len(w.names)-1]
 }
 
 // container checks an element holding a resource (Bundle.entry.resource,
 // contained): exactly one resource, checked against its base definition.
-func (w *walker) container(c *fhir.Node, d *rules.Element, loc fhir.Path) {
+func (w *walker) container(c *fhir.Node, d *elem, at loc) {
 	var res *fhir.Node
 	count := 0
 	for _, r := range c.Children {
@@ -264,130 +269,81 @@ func (w *walker) container(c *fhir.Node, d *rules.Element, loc fhir.Path) {
 			res = r
 			count++
 		} else {
-			w.errorf("structure", loc.Field(r.Name), "unknown element '"+r.Name+"' in "+d.ID)
+			l := w.field(at, r.Name)
+			w.errorf("structure", l, "unknown element '"+r.Name+"' in "+d.ID)
 		}
 	}
 	if count != 1 {
-		w.errorf("structure", loc, d.ID+" must hold exactly one resource, found "+strconv.Itoa(count))
+		w.errorf("structure", at, d.ID+" must hold exactly one resource, found "+strconv.Itoa(count))
 		return
 	}
 	if w.skipEntries && d.ID == "Bundle.entry.resource" {
 		return
 	}
-	p := w.v.set.Profiles[w.v.set.Types[res.ResourceType]]
+	p := w.v.profiles[w.v.set.Types[res.ResourceType]]
 	if p == nil || p.Kind != "resource" {
-		w.unsupported(res.ResourceType, loc)
+		w.unsupported(res.ResourceType, at)
 		return
 	}
 	saved := w.env.Resource
 	if d.Name != "contained" {
 		w.env.Resource = res
 	}
-	w.resource(res, loc, p)
+	w.resource(res, at, p)
 	w.env.Resource = saved
-}
-
-// childPath is the location of the i-th child of parent: indexed among
-// its same-name siblings when the element repeats.
-func childPath(at fhir.Path, c *fhir.Node, repeats bool, parent *fhir.Node, i int) fhir.Path {
-	if !repeats {
-		return at.Field(c.Name)
-	}
-	k := 0
-	for _, s := range parent.Children[:i] {
-		if s.Name == c.Name {
-			k++
-		}
-	}
-	return at.Index(c.Name, k)
-}
-
-// lookup finds the definition of the child named name: exact, or a choice
-// element whose type suffix it carries. bad names a type the choice does
-// not allow.
-func (w *walker) lookup(defs []*rules.Element, name string) (idx int, typ, bad string) {
-	for i, d := range defs {
-		if d.Name == name {
-			if len(d.Types) > 0 {
-				return i, d.Types[0].Code, ""
-			}
-			return i, "", ""
-		}
-	}
-	for i, d := range defs {
-		base, ok := strings.CutSuffix(d.Name, "[x]")
-		if !ok || !strings.HasPrefix(name, base) || len(name) == len(base) {
-			continue
-		}
-		suffix := name[len(base):]
-		if suffix[0] < 'A' || suffix[0] > 'Z' {
-			continue
-		}
-		for _, t := range d.Types {
-			if strings.EqualFold(t.Code, suffix) && (t.Code == suffix || isPrimitiveName(t.Code)) {
-				return i, t.Code, ""
-			}
-		}
-		if w.knownType(suffix) {
-			return i, "", suffix
-		}
-	}
-	return -1, "", ""
-}
-
-func (w *walker) knownType(suffix string) bool {
-	if _, ok := w.v.set.Types[suffix]; ok {
-		return true
-	}
-	_, ok := w.v.set.Types[strings.ToLower(suffix[:1])+suffix[1:]]
-	return ok
 }
 
 // sliced assigns the repetitions of a sliced element to slices and checks
 // slice cardinality, closed and ordered slicing.
-func (w *walker) sliced(n *fhir.Node, d *rules.Element, sd *rules.Profile, di int, assign []int, types []string, at fhir.Path) {
+func (w *walker) sliced(n *fhir.Node, d *elem, sd *profile, di int, assign []assigned, at loc) {
 	s := d.Slicing
 	if s == nil {
 		s = &noSlicing
 	}
-	counts := make([]int, len(d.Slices))
+	var countBuf [16]int
+	counts := countBuf[:0]
+	if len(d.slices) > len(countBuf) {
+		counts = make([]int, len(d.slices))
+	} else {
+		counts = countBuf[:len(d.slices)]
+	}
 	lastSlice, sawUnmatched := -1, false
 	for i, c := range n.Children {
-		if assign[i] != di {
+		if assign[i].d != di {
 			continue
 		}
-		k := w.whichSlice(c, d)
-		loc := childPath(at, c, d.Repeats, n, i)
+		k := whichSlice(c, d)
+		l := w.childLoc(at, n, i, d.Repeats)
 		if k < 0 {
 			sawUnmatched = true
 			switch {
 			case s.Rules == "closed":
-				w.errorf("structure", loc, d.ID+": does not match any slice of a closed slicing ("+discriminatorText(c, s)+")")
+				w.errorf("structure", l, d.ID+": does not match any slice of a closed slicing ("+discriminatorText(c, s)+")")
 			case d.Name == "extension" || d.Name == "modifierExtension":
-				w.extension(n, c, d, sd, loc)
+				w.extension(n, c, d, sd, l)
 			default:
 				w.names = append(w.names, d.Name)
-				w.element(c, d, sd, types[i], loc)
+				w.element(c, d, sd, assign[i].typ, l)
 				w.names = w.names[:len(w.names)-1]
 			}
 			continue
 		}
 		counts[k]++
 		if s.Rules == "openAtEnd" && sawUnmatched {
-			w.errorf("structure", loc, d.ID+": slice "+d.Slices[k].SliceName+" after unsliced content (openAtEnd)")
+			w.errorf("structure", l, d.ID+": slice "+d.Slices[k].SliceName+" after unsliced content (openAtEnd)")
 		}
 		if s.Ordered && k < lastSlice {
-			w.errorf("structure", loc, d.ID+": slice "+d.Slices[k].SliceName+" out of order (slicing is ordered)")
+			w.errorf("structure", l, d.ID+": slice "+d.Slices[k].SliceName+" out of order (slicing is ordered)")
 		}
 		if k > lastSlice {
 			lastSlice = k
 		}
-		typ := types[i]
-		if sl := d.Slices[k]; len(sl.Types) > 0 && types[i] != "" {
+		typ := assign[i].typ
+		if sl := d.Slices[k]; len(sl.Types) > 0 && typ != "" {
 			typ = sl.Types[0].Code
 		}
 		w.names = append(w.names, d.Name)
-		w.element(c, d.Slices[k], sd, typ, loc)
+		w.element(c, d.slices[k], sd, typ, l)
 		w.names = w.names[:len(w.names)-1]
 	}
 	for k, sl := range d.Slices {
@@ -418,16 +374,15 @@ var noSlicing = rules.Slicing{Rules: "open"}
 
 // whichSlice returns the first slice whose discriminator values all occur
 // in c, or -1.
-func (w *walker) whichSlice(c *fhir.Node, d *rules.Element) int {
+func whichSlice(c *fhir.Node, d *elem) int {
 	s := d.Slicing
 	if s == nil {
 		return -1
 	}
-	var buf [4]string
 next:
 	for k := range d.Slices {
-		for j, p := range s.Discriminators {
-			if !hasValueAt(c, p, s.Values[k][j], buf[:0]) {
+		for j, p := range d.discs {
+			if !hasValueAt(c, p, s.Values[k][j]) {
 				continue next
 			}
 		}
@@ -436,17 +391,27 @@ next:
 	return -1
 }
 
-func hasValueAt(c *fhir.Node, path, want string, buf []string) bool {
-	if !strings.Contains(path, ".") {
+// hasValueAt tells whether c has the value want at path: a direct child
+// of that name with that value, or for a dotted path any element along it
+// (any repetition) holding that value.
+func hasValueAt(c *fhir.Node, path []string, want string) bool {
+	if len(path) == 1 {
 		for _, ch := range c.Children {
-			if ch.Name == path && ch.Value == want {
+			if ch.Name == path[0] && ch.Value == want {
 				return true
 			}
 		}
 		return false
 	}
-	for _, v := range values(c, strings.Split(path, "."), buf) {
-		if v == want {
+	return hasValueAlong(c, path, want)
+}
+
+func hasValueAlong(n *fhir.Node, path []string, want string) bool {
+	if len(path) == 0 {
+		return n.HasValue && n.Value == want
+	}
+	for _, c := range n.Children {
+		if c.Name == path[0] && hasValueAlong(c, path[1:], want) {
 			return true
 		}
 	}
@@ -471,27 +436,29 @@ func values(n *fhir.Node, path []string, out []string) []string {
 // extension checks an extension that no slice of the profile names: a known
 // definition is applied with its context; an unknown url is a warning (an
 // error on a modifierExtension, which a receiver may not ignore).
-func (w *walker) extension(parent, c *fhir.Node, d *rules.Element, sd *rules.Profile, loc fhir.Path) {
+func (w *walker) extension(parent, c *fhir.Node, d *elem, sd *profile, at loc) {
 	url := c.Str("url")
-	ext := w.v.set.Profiles[url]
+	ext := w.v.profiles[url]
 	if ext == nil || ext.Type != "Extension" {
-		w.element(c, d, sd, "Extension", loc)
+		w.element(c, d, sd, "Extension", at)
 		if d.Name == "modifierExtension" {
-			w.errorf("extension", loc, d.ID+": unknown modifier extension '"+url+"'")
+			w.errorf("extension", at, d.ID+": unknown modifier extension '"+url+"'")
 		} else {
-			w.add(fhir.SeverityWarning, fhir.InvalidResource, "extension", loc, d.ID+": unknown extension '"+url+"' not checked")
+			w.add(fhir.SeverityWarning, fhir.InvalidResource, "extension", at, d.ID+": unknown extension '"+url+"' not checked")
 		}
 		return
 	}
-	if host := strings.Join(w.names, "."); !contextAllows(ext, host, sd, parent) {
-		w.errorf("extension", loc, ext.Name+" is not allowed on "+host+" (context "+strings.Join(ext.Context, ", ")+")")
+	if len(ext.Context) > 0 {
+		if host := strings.Join(w.names[w.nameBase:], "."); !contextAllows(ext, host, sd, parent) {
+			w.errorf("extension", at, ext.Name+" is not allowed on "+host+" (context "+strings.Join(ext.Context, ", ")+")")
+		}
 	}
-	w.element(c, ext.Root, ext, "Extension", loc)
+	w.element(c, ext.root, ext, "Extension", at)
 }
 
 // contextAllows checks an extension's declared context against where it
 // is used: the path of the element holding it, or its type.
-func contextAllows(ext *rules.Profile, host string, sd *rules.Profile, parent *fhir.Node) bool {
+func contextAllows(ext *profile, host string, sd *profile, parent *fhir.Node) bool {
 	if len(ext.Context) == 0 {
 		return true
 	}

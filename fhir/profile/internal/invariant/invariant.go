@@ -50,6 +50,13 @@ func Check(key string, n *fhir.Node, env *Env) bool {
 	return d.fn(n, env)
 }
 
+// Func is the implementation of invariant key, or nil when there is none.
+// The validator resolves each element's keys once, at load, instead of
+// looking the key up at every element it checks.
+func Func(key string) func(n *fhir.Node, env *Env) bool {
+	return defs[key].fn
+}
+
 func norm(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // exists tells whether any element exists along path (any repetition).

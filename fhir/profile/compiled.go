@@ -1,0 +1,251 @@
+package profile
+
+import (
+	"strings"
+
+	"github.com/ems-broker/ems/fhir"
+	"github.com/ems-broker/ems/fhir/profile/internal/invariant"
+	"github.com/ems-broker/ems/fhir/profile/internal/rules"
+)
+
+// profile is a compiled profile with its element tree resolved for the
+// walker (see elem).
+type profile struct {
+	*rules.Profile
+	root *elem
+}
+
+// elem is a rules.Element with what the walker needs at every instance
+// element worked out once, when the Validator is built: the child names to
+// match against, the type profiles, the reference targets, the value set and
+// the invariant functions. Resolving them per element (map lookups on long
+// URLs, string splitting) was most of the cost of validating a message.
+type elem struct {
+	*rules.Element
+	kids   []*elem // Children
+	slices []*elem // Slices
+	// names are the kids' names, contiguous for the linear lookup of a
+	// short list; byName answers long lists. choices are the kids whose
+	// name is a choice (value[x]), with the name's base (value).
+	names   []string
+	byName  map[string]int
+	choices []choiceKid
+	// typeProfs[i] is the profile of Types[i] when it names a known one
+	// (an extension definition, SimpleQuantity), baseProfs[i] the base
+	// definition of its code.
+	typeProfs []*profile
+	baseProfs []*profile
+	// ref is the element a ContentRef names, in the same profile.
+	ref *elem
+	// targets are the resource types a Reference may point at (see
+	// Validator.targets).
+	targets []string
+	vs      *valueSet
+	invs    []invariantFunc
+	// discs are the slicing discriminator paths split on dots.
+	discs [][]string
+}
+
+type choiceKid struct {
+	i    int
+	base string
+}
+
+type invariantFunc struct {
+	rules.Invariant
+	fn func(n *fhir.Node, env *invariant.Env) bool
+}
+
+// byNameMin is the length of a child list from which a map beats comparing
+// names one by one.
+const byNameMin = 12
+
+// compileProfiles wraps every profile of the set; it runs after v.vs is
+// filled.
+func (v *Validator) compileProfiles() {
+	v.profiles = make(map[string]*profile, len(v.set.Profiles))
+	for url, p := range v.set.Profiles {
+		v.profiles[url] = &profile{Profile: p}
+	}
+	v.typeProfiles = make(map[string]*profile, len(v.set.Types))
+	for code, url := range v.set.Types {
+		if p := v.profiles[url]; p != nil && url != "" {
+			v.typeProfiles[code] = p
+		}
+	}
+	for _, p := range v.profiles {
+		byID := map[string]*elem{}
+		p.root = v.compileElem(p.Root, byID)
+		// Content references resolve in the profile that holds them, as
+		// the walker's byID[sd] lookup did.
+		var link func(e *elem)
+		link = func(e *elem) {
+			if e.ContentRef != "" {
+				e.ref = byID[e.ContentRef]
+			}
+			for _, c := range e.kids {
+				link(c)
+			}
+			for _, c := range e.slices {
+				link(c)
+			}
+		}
+		link(p.root)
+	}
+}
+
+func (v *Validator) compileElem(r *rules.Element, byID map[string]*elem) *elem {
+	e := &elem{Element: r}
+	byID[r.ID] = e
+	if len(r.Children) > 0 {
+		e.kids = make([]*elem, len(r.Children))
+		e.names = make([]string, len(r.Children))
+		for i, c := range r.Children {
+			e.kids[i] = v.compileElem(c, byID)
+			e.names[i] = c.Name
+			if base, ok := strings.CutSuffix(c.Name, "[x]"); ok {
+				e.choices = append(e.choices, choiceKid{i, base})
+			}
+		}
+		if len(r.Children) >= byNameMin {
+			e.byName = make(map[string]int, len(r.Children))
+			for i := len(r.Children) - 1; i >= 0; i-- {
+				e.byName[r.Children[i].Name] = i // the first of equal names wins
+			}
+		}
+	}
+	if len(r.Slices) > 0 {
+		e.slices = make([]*elem, len(r.Slices))
+		for i, c := range r.Slices {
+			e.slices[i] = v.compileElem(c, byID)
+		}
+	}
+	if len(r.Types) > 0 {
+		e.typeProfs = make([]*profile, len(r.Types))
+		e.baseProfs = make([]*profile, len(r.Types))
+		for i, t := range r.Types {
+			if t.Profile != "" {
+				e.typeProfs[i] = v.profiles[t.Profile]
+			}
+			e.baseProfs[i] = v.typeProfiles[t.Code]
+		}
+	}
+	e.targets = v.targets(r)
+	if r.Binding != nil {
+		e.vs = v.vs[r.Binding.ValueSet]
+	}
+	for _, inv := range r.Invariants {
+		fn := invariant.Func(inv.Key)
+		if fn == nil {
+			key := inv.Key
+			fn = func(n *fhir.Node, env *invariant.Env) bool { return invariant.Check(key, n, env) } // panics, as before
+		}
+		e.invs = append(e.invs, invariantFunc{inv, fn})
+	}
+	if r.Slicing != nil {
+		for _, d := range r.Slicing.Discriminators {
+			e.discs = append(e.discs, strings.Split(d, "."))
+		}
+	}
+	return e
+}
+
+// lookup finds the definition of the child named name among e's kids:
+// exact, or a choice element whose type suffix it carries. bad names a type
+// the choice does not allow.
+func (v *Validator) lookup(e *elem, name string) (idx int, typ, bad string) {
+	idx = -1
+	if e.byName != nil {
+		if i, ok := e.byName[name]; ok {
+			idx = i
+		}
+	} else {
+		for i, n := range e.names {
+			if n == name {
+				idx = i
+				break
+			}
+		}
+	}
+	if idx >= 0 {
+		if d := e.kids[idx]; len(d.Types) > 0 {
+			return idx, d.Types[0].Code, ""
+		}
+		return idx, "", ""
+	}
+	for _, ch := range e.choices {
+		base := ch.base
+		if !strings.HasPrefix(name, base) || len(name) == len(base) {
+			continue
+		}
+		suffix := name[len(base):]
+		if suffix[0] < 'A' || suffix[0] > 'Z' {
+			continue
+		}
+		for _, t := range e.kids[ch.i].Types {
+			if strings.EqualFold(t.Code, suffix) && (t.Code == suffix || isPrimitiveName(t.Code)) {
+				return ch.i, t.Code, ""
+			}
+		}
+		if v.knownType(suffix) {
+			return ch.i, "", suffix
+		}
+	}
+	return -1, "", ""
+}
+
+func (v *Validator) knownType(suffix string) bool {
+	if _, ok := v.set.Types[suffix]; ok {
+		return true
+	}
+	_, ok := v.set.Types[strings.ToLower(suffix[:1])+suffix[1:]]
+	return ok
+}
+
+// typeProfile is the definition that describes the inside of an element of
+// type typ: its type profile when it has a known one (an extension
+// definition, SimpleQuantity), else the base definition of the type.
+func (v *Validator) typeProfile(def *elem, typ string) *profile {
+	base := -1
+	for i := range def.Types {
+		if def.Types[i].Code == typ {
+			if p := def.typeProfs[i]; p != nil {
+				return p
+			}
+			if base < 0 {
+				base = i
+			}
+		}
+	}
+	if base >= 0 {
+		return def.baseProfs[base]
+	}
+	return v.typeProfiles[typ]
+}
+
+// targets lists the resource types a Reference element may point at.
+func (v *Validator) targets(def *rules.Element) []string {
+	var out []string
+	for _, t := range def.Types {
+		if t.Code != "Reference" {
+			continue
+		}
+		tps := t.TargetProfiles
+		if t.Profile != "" {
+			// Forge sometimes writes the target as the type profile.
+			tps = append(tps[:len(tps):len(tps)], t.Profile)
+		}
+		for _, tp := range tps {
+			name := ""
+			if p := v.set.Profiles[tp]; p != nil {
+				name = p.Type
+			} else if strings.HasPrefix(tp, "http://hl7.org/fhir/StructureDefinition/") {
+				name = strings.TrimPrefix(tp, "http://hl7.org/fhir/StructureDefinition/")
+			} else {
+				continue // an unknown target profile: cannot narrow
+			}
+			out = append(out, name)
+		}
+	}
+	return out
+}
