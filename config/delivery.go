@@ -32,9 +32,16 @@ type Delivery struct {
 
 // Yield configures how delivery gives way to publishing (package pace).
 type Yield struct {
-	// Share is the fraction of wall-clock time delivery may take while
-	// publishing is busy, in (0, 1]; 1 never holds delivery back.
-	Share float64 `yaml:"share"`
+	// Enabled turns yielding on (the default).
+	Enabled bool `yaml:"enabled"`
+	// PublishLatency is the publish latency delivery gives way to defend:
+	// while more than one publish request in twenty takes longer, delivery
+	// is held back further.
+	PublishLatency time.Duration `yaml:"publish_latency"`
+	// MinShare is the least delivery is held to while publishing is busy:
+	// the share of the time one unit of delivery work at a time may take,
+	// in (0, 1]. It keeps deliveries moving under any publishing load.
+	MinShare float64 `yaml:"min_share"`
 	// Quiet is how long after the last publish request delivery runs
 	// freely again.
 	Quiet time.Duration `yaml:"quiet"`
@@ -118,7 +125,7 @@ func DefaultDelivery() Delivery {
 		Concurrency:   4,
 		Breaker:       Breaker{Failures: 5, Cooldown: 30 * time.Second, MaxCooldown: 10 * time.Minute, Window: 20, FailurePercent: 50},
 		FanoutWorkers: 32,
-		Yield:         Yield{Share: 0.25, Quiet: 250 * time.Millisecond},
+		Yield:         Yield{Enabled: true, PublishLatency: 10 * time.Millisecond, MinShare: 0.05, Quiet: 250 * time.Millisecond},
 	}
 }
 
@@ -186,9 +193,10 @@ func (d Delivery) validate(v *validator) {
 	if d.FanoutWorkers < 1 {
 		v.add("delivery.fanout_workers", "must be at least 1")
 	}
-	if !(d.Yield.Share > 0 && d.Yield.Share <= 1) {
-		v.add("delivery.yield.share", "must be above 0 and at most 1 (1: never yield)")
+	if !(d.Yield.MinShare > 0 && d.Yield.MinShare <= 1) {
+		v.add("delivery.yield.min_share", "must be above 0 and at most 1")
 	}
+	v.positive("delivery.yield.publish_latency", d.Yield.PublishLatency)
 	v.positive("delivery.yield.quiet", d.Yield.Quiet)
 	if d.Breaker.Failures < 1 {
 		v.add("delivery.breaker.failures", "must be at least 1")

@@ -3,19 +3,25 @@
 // A publisher waits on $process-message; a subscriber does not wait on a
 // delivery (MESH is polled, webhooks are retried, and every accepted event
 // is already durable in JetStream). When one machine cannot do both at the
-// rate asked of it, the broker should keep accepting events promptly and
-// let deliveries lag, then catch up when publishing eases. Go's scheduler
-// has no priorities, so the Gate does it by admission: while publishing is
-// busy, background (delivery) work runs one unit at a time and rests after
-// each unit in proportion to the time it took, so that it takes at most a
-// configured share of the wall clock. When publishing is quiet, background
-// work is not held at all.
+// rate asked of it, the broker should keep answering publishers promptly
+// and let deliveries lag, then catch up when publishing eases.
+//
+// Go's scheduler has no priorities, so the Gate works by admission, and
+// adapts to what the machine can do rather than to a fixed share: every
+// tenth of a second in which publishing is busy it looks at how many
+// publish requests took longer than a target, and moves a level up or down
+// (additive increase, multiplicative decrease, as TCP does for a congestion
+// window). A level of n ≥ 1 lets n units of delivery work run at once; a
+// level below 1 lets one unit run at a time and rests after it, so that
+// delivery takes that fraction of the wall clock. When publishing is quiet
+// nothing is held back.
 package pace
 
 import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,14 +30,25 @@ import (
 
 // Options configure a Gate.
 type Options struct {
-	// Share is the fraction of wall-clock time background work may take
-	// while publishing is busy, in (0, 1]. 1 switches pacing off.
-	Share float64
+	// Target is the publish latency the gate defends: a tick in which more
+	// than one request in twenty took longer lowers the level (default
+	// 10ms).
+	Target time.Duration
+	// MinLevel is the least delivery is held to while publishing is busy:
+	// the fraction of the wall clock one unit at a time may take, in
+	// (0, 1] (default 0.05). It keeps deliveries moving, slowly, under
+	// any publishing load.
+	MinLevel float64
+	// MaxLevel is the most units that run at once while publishing is busy
+	// and fast (default 64).
+	MaxLevel int
 	// Quiet is how long after the last publish request publishing counts
 	// as quiet again (default 250ms).
 	Quiet time.Duration
-	// MaxRest bounds the rest after one unit (default 50ms), so that one
-	// slow unit (a disk stall) does not stop background work for long.
+	// Tick is how often the level moves (default 100ms).
+	Tick time.Duration
+	// MaxRest bounds the rest after one unit (default 100ms), so that one
+	// slow unit (a disk stall) does not stop delivery for long.
 	MaxRest time.Duration
 	// Registerer, when set, receives the gate's metrics.
 	Registerer prometheus.Registerer
@@ -39,53 +56,74 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Gate admits background work. The zero value and a nil *Gate admit
-// everything at once.
+// Gate admits delivery work. A nil *Gate admits everything at once.
 type Gate struct {
-	share   float64
-	quiet   time.Duration
-	maxRest time.Duration
-	now     func() time.Time
+	o Options
 
 	inFlight  atomic.Int64
 	lastEnded atomic.Int64 // unix nanos of the last publish request's end
 
-	// slot is held by the one background unit running while publishing is
-	// busy; restUntil is only read and written by the slot's holder.
-	slot      chan struct{}
-	restUntil time.Time
+	mu        sync.Mutex
+	level     float64
+	running   int             // paced units admitted and not done
+	waiters   []chan struct{} // FIFO
+	restUntil time.Time       // level < 1: when the next unit may start
+	tickStart time.Time
+	published int // requests ended in this tick
+	slow      int // of which slower than Target
 
-	waited   prometheus.Histogram
-	admitted *prometheus.CounterVec
+	levelGauge prometheus.Gauge
+	waited     prometheus.Histogram
+	admitted   *prometheus.CounterVec
 }
 
-// New returns a gate; Share ≥ 1 returns one that never holds work back.
+// New returns a gate.
 func New(o Options) (*Gate, error) {
-	if o.Share <= 0 || o.Share > 1 {
-		return nil, fmt.Errorf("pace: share %v is not in (0, 1]", o.Share)
+	if o.Target <= 0 {
+		o.Target = 10 * time.Millisecond
+	}
+	if o.MinLevel == 0 {
+		o.MinLevel = 0.05
+	}
+	if o.MinLevel <= 0 || o.MinLevel > 1 {
+		return nil, fmt.Errorf("pace: minimum level %v is not in (0, 1]", o.MinLevel)
+	}
+	if o.MaxLevel == 0 {
+		o.MaxLevel = 64
+	}
+	if o.MaxLevel < 1 {
+		return nil, fmt.Errorf("pace: maximum level %d is below 1", o.MaxLevel)
 	}
 	if o.Quiet <= 0 {
 		o.Quiet = 250 * time.Millisecond
 	}
+	if o.Tick <= 0 {
+		o.Tick = 100 * time.Millisecond
+	}
 	if o.MaxRest <= 0 {
-		o.MaxRest = 50 * time.Millisecond
+		o.MaxRest = 100 * time.Millisecond
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	g := &Gate{share: o.Share, quiet: o.Quiet, maxRest: o.MaxRest, now: o.Now, slot: make(chan struct{}, 1),
+	g := &Gate{o: o, level: float64(o.MaxLevel), tickStart: o.Now(),
+		levelGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ems", Subsystem: "pace", Name: "level",
+			Help: "Delivery work admitted while publishing is busy: units at once (≥ 1), or the share of time one unit may take (< 1).",
+		}),
 		waited: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "ems", Subsystem: "pace", Name: "background_wait_seconds",
+			Namespace: "ems", Subsystem: "pace", Name: "delivery_wait_seconds",
 			Help:    "Time a unit of delivery work waited for its turn while publishing was busy.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ems", Subsystem: "pace", Name: "background_units_total",
+			Namespace: "ems", Subsystem: "pace", Name: "delivery_units_total",
 			Help: "Units of delivery work admitted, by whether publishing was busy (paced) or quiet (free).",
 		}, []string{"mode"}),
 	}
+	g.levelGauge.Set(g.level)
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{g.waited, g.admitted} {
+		for _, c := range []prometheus.Collector{g.levelGauge, g.waited, g.admitted} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("registering pace metrics: %w", err)
 			}
@@ -94,36 +132,84 @@ func New(o Options) (*Gate, error) {
 	return g, nil
 }
 
-func (g *Gate) off() bool { return g == nil || g.slot == nil || g.share >= 1 }
-
 // Busy reports whether publishing is busy: a request in progress, or one
 // that ended less than Quiet ago.
 func (g *Gate) Busy() bool {
-	if g.off() {
+	if g == nil {
 		return false
 	}
 	if g.inFlight.Load() > 0 {
 		return true
 	}
-	return g.now().UnixNano()-g.lastEnded.Load() < int64(g.quiet)
+	return g.o.Now().UnixNano()-g.lastEnded.Load() < int64(g.o.Quiet)
+}
+
+// Level is the current level (see the package comment).
+func (g *Gate) Level() float64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.level
 }
 
 // Publishing marks one publish request; call the returned func when it
 // has been answered.
 func (g *Gate) Publishing() (done func()) {
-	if g.off() {
+	if g == nil {
 		return func() {}
 	}
+	began := g.o.Now()
 	g.inFlight.Add(1)
 	return func() {
-		g.lastEnded.Store(g.now().UnixNano())
+		ended := g.o.Now()
+		g.lastEnded.Store(ended.UnixNano())
 		g.inFlight.Add(-1)
+		g.observe(ended, ended.Sub(began))
+	}
+}
+
+// observe counts one answered publish request and, once a tick has passed,
+// moves the level.
+func (g *Gate) observe(now time.Time, took time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.published++
+	if took > g.o.Target {
+		g.slow++
+	}
+	if now.Sub(g.tickStart) < g.o.Tick {
+		return
+	}
+	if g.slow*20 > g.published {
+		g.level = max(g.o.MinLevel, g.level/2)
+	} else if g.level < 1 {
+		g.level = min(1, g.level*1.5)
+	} else {
+		g.level = min(float64(g.o.MaxLevel), g.level+1)
+	}
+	g.levelGauge.Set(g.level)
+	g.tickStart, g.published, g.slow = now, 0, 0
+	g.wakeLocked()
+}
+
+// limit is how many paced units may run at once.
+func (g *Gate) limitLocked() int {
+	if g.level < 1 {
+		return 1
+	}
+	return int(g.level)
+}
+
+func (g *Gate) wakeLocked() {
+	for g.running < g.limitLocked() && len(g.waiters) > 0 {
+		close(g.waiters[0])
+		g.waiters = g.waiters[1:]
+		g.running++
 	}
 }
 
 // Foreground wraps the publish handler.
 func (g *Gate) Foreground(next http.Handler) http.Handler {
-	if g.off() {
+	if g == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -132,47 +218,80 @@ func (g *Gate) Foreground(next http.Handler) http.Handler {
 	})
 }
 
-// Background waits for a unit of background work's turn; call done when
-// the unit has finished. Units must not nest: a unit that waited for
-// another unit's turn would wait for itself.
+// Background waits for a unit of delivery work's turn; call done when the
+// unit has finished. Units must not nest: a unit waiting for another
+// unit's turn could wait for itself.
 func (g *Gate) Background(ctx context.Context) (done func(), err error) {
-	if g.off() || !g.Busy() {
-		if !g.off() {
-			g.admitted.WithLabelValues("free").Inc()
-		}
+	if g == nil {
 		return func() {}, nil
 	}
-	asked := g.now()
-	select {
-	case g.slot <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if !g.Busy() {
+		g.admitted.WithLabelValues("free").Inc()
+		return func() {}, nil
 	}
-	if rest := g.restUntil.Sub(g.now()); rest > 0 && g.Busy() {
+	asked := g.o.Now()
+	g.mu.Lock()
+	if g.running < g.limitLocked() && len(g.waiters) == 0 {
+		g.running++
+		g.mu.Unlock()
+	} else {
+		turn := make(chan struct{})
+		g.waiters = append(g.waiters, turn)
+		g.mu.Unlock()
+		select {
+		case <-turn:
+		case <-ctx.Done():
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			for i, w := range g.waiters {
+				if w == turn {
+					g.waiters = append(g.waiters[:i], g.waiters[i+1:]...)
+					return nil, ctx.Err()
+				}
+			}
+			// The turn came as the context ended: hand it on.
+			g.running--
+			g.wakeLocked()
+			return nil, ctx.Err()
+		}
+	}
+	g.mu.Lock()
+	rest := g.restUntil.Sub(g.o.Now())
+	resting := g.level < 1 && rest > 0
+	g.mu.Unlock()
+	if resting && g.Busy() {
 		t := time.NewTimer(rest)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			<-g.slot
+			g.release(time.Time{})
 			return nil, ctx.Err()
 		}
 	}
-	began := g.now()
+	began := g.o.Now()
 	g.waited.Observe(began.Sub(asked).Seconds())
 	g.admitted.WithLabelValues("paced").Inc()
-	return func() {
-		ended := g.now()
-		rest := time.Duration(float64(ended.Sub(began)) * (1 - g.share) / g.share)
-		g.restUntil = ended.Add(min(rest, g.maxRest))
-		<-g.slot
-	}, nil
+	return func() { g.release(began) }, nil
 }
 
-// BackgroundHandler wraps a handler whose requests are background work
-// (the MESH inbox API: its clients poll and do not wait on a publisher).
+// release ends a paced unit that began at began (zero: it never ran).
+func (g *Gate) release(began time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !began.IsZero() && g.level < 1 {
+		ended := g.o.Now()
+		rest := time.Duration(float64(ended.Sub(began)) * (1 - g.level) / g.level)
+		g.restUntil = ended.Add(min(rest, g.o.MaxRest))
+	}
+	g.running--
+	g.wakeLocked()
+}
+
+// BackgroundHandler wraps a handler whose requests are delivery work (the
+// MESH inbox API: its clients poll and do not wait on a publisher).
 func (g *Gate) BackgroundHandler(next http.Handler) http.Handler {
-	if g.off() {
+	if g == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -11,25 +11,38 @@ import (
 	"time"
 )
 
-func newGate(t *testing.T, share float64, quiet time.Duration) *Gate {
+func newGate(t *testing.T, o Options) *Gate {
 	t.Helper()
-	g, err := New(Options{Share: share, Quiet: quiet})
+	g, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return g
 }
 
-func TestNewRejectsShareOutsideRange(t *testing.T) {
-	for _, share := range []float64{0, -0.5, 1.01} {
-		if _, err := New(Options{Share: share}); err == nil {
-			t.Errorf("share %v: want an error", share)
+// clock is a manual clock for the level's arithmetic.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func TestNewRejectsLevelsOutsideRange(t *testing.T) {
+	for _, o := range []Options{{MinLevel: -0.5}, {MinLevel: 1.5}, {MaxLevel: -1}} {
+		if _, err := New(o); err == nil {
+			t.Errorf("%+v: want an error", o)
 		}
 	}
 }
 
-// concurrentUnits runs n background units of d each at once and reports
-// the most that ran together.
+// concurrentUnits runs n units of d each at once and reports the most that
+// ran together.
 func concurrentUnits(t *testing.T, g *Gate, n int, d time.Duration) int {
 	t.Helper()
 	var running, most atomic.Int64
@@ -59,29 +72,78 @@ func concurrentUnits(t *testing.T, g *Gate, n int, d time.Duration) int {
 	return int(most.Load())
 }
 
-func TestBackgroundRunsFreelyWhilePublishingIsQuiet(t *testing.T) {
-	g := newGate(t, 0.25, 50*time.Millisecond)
+func TestDeliveryRunsFreelyWhilePublishingIsQuiet(t *testing.T) {
+	g := newGate(t, Options{MaxLevel: 1, Quiet: 50 * time.Millisecond})
 	if most := concurrentUnits(t, g, 4, 20*time.Millisecond); most != 4 {
 		t.Fatalf("quiet: %d units ran together, want all 4", most)
 	}
 }
 
-func TestBackgroundRunsOneAtATimeWhilePublishing(t *testing.T) {
-	g := newGate(t, 0.5, time.Minute)
+func TestDeliveryIsHeldToTheLevelWhilePublishing(t *testing.T) {
+	g := newGate(t, Options{MaxLevel: 2, Quiet: time.Minute})
 	end := g.Publishing()
 	defer end()
 	if !g.Busy() {
 		t.Fatal("a publish request in progress: want busy")
 	}
-	if most := concurrentUnits(t, g, 4, 5*time.Millisecond); most != 1 {
-		t.Fatalf("busy: %d units ran together, want 1", most)
+	if most := concurrentUnits(t, g, 6, 5*time.Millisecond); most != 2 {
+		t.Fatalf("busy at level 2: %d units ran together, want 2", most)
 	}
 }
 
-func TestBackgroundRestsInProportionToItsShare(t *testing.T) {
-	// Share 0.5: a unit of 20ms earns the next unit a 20ms wait.
-	g := newGate(t, 0.5, time.Minute)
+func TestLevelFollowsPublishLatency(t *testing.T) {
+	c := &clock{t: time.Unix(1_000_000, 0)}
+	g := newGate(t, Options{MaxLevel: 4, MinLevel: 0.1, Target: 10 * time.Millisecond, Tick: time.Hour, Now: c.now})
+	// publish runs one tick of n requests, slow of them over the target.
+	publish := func(n, slow int) {
+		for i := range n {
+			done := g.Publishing()
+			if i < slow {
+				c.add(20 * time.Millisecond)
+			} else {
+				c.add(time.Millisecond)
+			}
+			done()
+		}
+		c.add(time.Hour)
+		g.Publishing()() // closes the tick
+	}
+	steps := []struct {
+		name      string
+		n, slow   int
+		wantLevel float64
+	}{
+		{"slow tick halves the level", 100, 10, 2},
+		{"again", 100, 10, 1},
+		{"below one: a share of the time", 100, 10, 0.5},
+		{"floor", 100, 50, 0.25},
+		{"", 100, 50, 0.125},
+		{"clamped at MinLevel", 100, 50, 0.1},
+		{"one slow in twenty is fine: ×1.5 below one", 100, 5, 0.15},
+		{"", 100, 0, 0.225},
+		{"", 100, 0, 0.3375},
+		{"", 100, 0, 0.50625},
+		{"", 100, 0, 0.759375},
+		{"capped at one", 100, 0, 1},
+		{"above one: +1", 100, 0, 2},
+		{"", 100, 0, 3},
+		{"", 100, 0, 4},
+		{"capped at MaxLevel", 100, 0, 4},
+	}
+	for _, s := range steps {
+		publish(s.n, s.slow)
+		if got := g.Level(); got < s.wantLevel-1e-9 || got > s.wantLevel+1e-9 {
+			t.Fatalf("%s: level %v, want %v", s.name, got, s.wantLevel)
+		}
+	}
+}
+
+func TestBelowOneDeliveryRestsInProportion(t *testing.T) {
+	g := newGate(t, Options{MaxLevel: 1, MinLevel: 0.5, Quiet: time.Minute})
 	defer g.Publishing()()
+	g.mu.Lock()
+	g.level = 0.5 // one unit at a time, half the time
+	g.mu.Unlock()
 	done, err := g.Background(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -97,16 +159,19 @@ func TestBackgroundRestsInProportionToItsShare(t *testing.T) {
 	if waited := time.Since(began); waited < 15*time.Millisecond {
 		t.Fatalf("second unit waited %v, want about 20ms", waited)
 	}
+	if most := concurrentUnits(t, g, 3, time.Millisecond); most != 1 {
+		t.Fatalf("below one: %d units ran together, want 1", most)
+	}
 }
 
 func TestRestIsBounded(t *testing.T) {
-	g, err := New(Options{Share: 0.01, Quiet: time.Minute, MaxRest: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := newGate(t, Options{MaxLevel: 1, MinLevel: 0.01, Quiet: time.Minute, MaxRest: 10 * time.Millisecond})
 	defer g.Publishing()()
+	g.mu.Lock()
+	g.level = 0.01
+	g.mu.Unlock()
 	done, _ := g.Background(context.Background())
-	time.Sleep(20 * time.Millisecond) // earns 1.98s at share 0.01
+	time.Sleep(20 * time.Millisecond) // earns 1.98s at 0.01
 	done()
 	began := time.Now()
 	done, _ = g.Background(context.Background())
@@ -117,31 +182,38 @@ func TestRestIsBounded(t *testing.T) {
 }
 
 func TestBusyEndsAfterQuiet(t *testing.T) {
-	g := newGate(t, 0.25, 30*time.Millisecond)
+	c := &clock{t: time.Unix(1_000_000, 0)}
+	g := newGate(t, Options{Quiet: 30 * time.Millisecond, Now: c.now})
 	if g.Busy() {
 		t.Fatal("new gate: want quiet")
 	}
-	g.Publishing()()
+	done := g.Publishing()
+	c.add(time.Hour)
 	if !g.Busy() {
-		t.Fatal("just after a publish: want busy")
+		t.Fatal("a request in progress: want busy however long it takes")
 	}
-	time.Sleep(60 * time.Millisecond)
+	done()
+	c.add(29 * time.Millisecond)
+	if !g.Busy() {
+		t.Fatal("within the quiet period: want busy")
+	}
+	c.add(time.Millisecond)
 	if g.Busy() {
 		t.Fatal("after the quiet period: want quiet")
 	}
 }
 
-func TestBackgroundGivesUpWithItsContext(t *testing.T) {
-	g := newGate(t, 0.25, time.Minute)
+func TestWaitingDeliveryGivesUpWithItsContext(t *testing.T) {
+	g := newGate(t, Options{MaxLevel: 1, Quiet: time.Minute})
 	defer g.Publishing()()
 	hold, _ := g.Background(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := g.Background(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("waiting behind a held slot: err %v, want the context's", err)
+		t.Fatalf("waiting behind a held turn: err %v, want the context's", err)
 	}
 	hold()
-	// The slot was not leaked by the unit that gave up.
+	// The unit that gave up left neither a waiter nor a turn behind.
 	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
 	defer cancel2()
 	done, err := g.Background(ctx2)
@@ -149,24 +221,27 @@ func TestBackgroundGivesUpWithItsContext(t *testing.T) {
 		t.Fatalf("after the holder finished: %v", err)
 	}
 	done()
-}
-
-func TestOffNeverHolds(t *testing.T) {
-	var nilGate *Gate
-	for name, g := range map[string]*Gate{"nil": nilGate, "share 1": newGate(t, 1, time.Minute)} {
-		end := g.Publishing()
-		if g.Busy() {
-			t.Errorf("%s: want never busy", name)
-		}
-		if most := concurrentUnits(t, g, 3, 10*time.Millisecond); most != 3 {
-			t.Errorf("%s: %d units ran together, want 3", name, most)
-		}
-		end()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.running != 0 || len(g.waiters) != 0 {
+		t.Fatalf("running %d, waiters %d; want 0 and 0", g.running, len(g.waiters))
 	}
 }
 
+func TestNilGateNeverHolds(t *testing.T) {
+	var g *Gate
+	end := g.Publishing()
+	if g.Busy() {
+		t.Error("nil gate: want never busy")
+	}
+	if most := concurrentUnits(t, g, 3, 10*time.Millisecond); most != 3 {
+		t.Errorf("nil gate: %d units ran together, want 3", most)
+	}
+	end()
+}
+
 func TestHandlersMarkAndYield(t *testing.T) {
-	g := newGate(t, 0.25, time.Minute)
+	g := newGate(t, Options{MaxLevel: 1, Quiet: time.Minute})
 	var busyInside bool
 	fg := g.Foreground(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { busyInside = g.Busy() }))
 	fg.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/", nil))
@@ -174,20 +249,20 @@ func TestHandlersMarkAndYield(t *testing.T) {
 		t.Fatal("inside the publish handler: want busy")
 	}
 
-	// A background request waits while another unit holds the slot.
+	// A delivery request waits while another unit holds the only turn.
 	hold, _ := g.Background(context.Background())
 	served := make(chan struct{})
 	bg := g.BackgroundHandler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { close(served) }))
 	go bg.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 	select {
 	case <-served:
-		t.Fatal("background request served while the slot was held")
+		t.Fatal("delivery request served while the only turn was held")
 	case <-time.After(30 * time.Millisecond):
 	}
 	hold()
 	select {
 	case <-served:
 	case <-time.After(2 * time.Second):
-		t.Fatal("background request not served after the slot was freed")
+		t.Fatal("delivery request not served after the turn was freed")
 	}
 }

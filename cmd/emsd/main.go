@@ -168,9 +168,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	// Delivery gives way to publishing when the machine cannot do both at
 	// once (docs/operating.md "Publishing first").
-	gate, err := pace.New(pace.Options{Share: cfg.Delivery.Yield.Share, Quiet: cfg.Delivery.Yield.Quiet, Registerer: reg})
-	if err != nil {
-		return err
+	var gate *pace.Gate
+	if y := cfg.Delivery.Yield; y.Enabled {
+		if gate, err = pace.New(pace.Options{Target: y.PublishLatency, MinLevel: y.MinShare, Quiet: y.Quiet, Registerer: reg}); err != nil {
+			return err
+		}
 	}
 
 	var profiles broker.ProfileValidator
