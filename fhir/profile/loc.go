@@ -6,8 +6,8 @@ import (
 	"github.com/ems-broker/ems/fhir"
 )
 
-// loc is the location of the element being checked: the first loc steps of
-// the walker's path stack, rendered as a fhir.Path only when a problem is
+// loc is the location of the element being checked: the walker's root and
+// the first loc steps of its path stack, rendered as a fhir.Path only when a problem is
 // reported there. Building the path text for every element (string
 // concatenation, and counting same-name siblings for the index) cost more
 // than most of the checks, and a valid message needs none of it. (A chain
@@ -19,21 +19,20 @@ import (
 // may be extended, which is how a depth-first walk uses them.
 type loc int
 
-// step is one element of a location. The first step of the stack holds the
-// root path; a later one is name, name[index], or, when parent is set,
-// name[k] where k counts the same-name siblings before parent.Children[index].
+// step is one element of a location after the root (walker.root): name
+// when index < 0, else name[index], or, when parent is set, name[k] where
+// k counts the same-name siblings before parent.Children[index].
 type step struct {
-	root    fhir.Path
-	name    string
-	indexed bool
-	index   int
-	parent  *fhir.Node
+	name   string
+	parent *fhir.Node
+	index  int
 }
 
 // rootLoc starts a location stack at p.
 func (w *walker) rootLoc(p fhir.Path) loc {
-	w.steps = append(w.steps[:0], step{root: p})
-	return 1
+	w.root = p
+	w.steps = w.steps[:0]
+	return 0
 }
 
 func (w *walker) push(at loc, s step) loc {
@@ -42,11 +41,11 @@ func (w *walker) push(at loc, s step) loc {
 }
 
 // field is the location of a non-repeating child.
-func (w *walker) field(at loc, name string) loc { return w.push(at, step{name: name}) }
+func (w *walker) field(at loc, name string) loc { return w.push(at, step{name: name, index: -1}) }
 
 // index is the location of a repeating child with a known index.
 func (w *walker) index(at loc, name string, i int) loc {
-	return w.push(at, step{name: name, indexed: true, index: i})
+	return w.push(at, step{name: name, index: i})
 }
 
 // childLoc is the location of parent.Children[i]: indexed among its
@@ -54,25 +53,24 @@ func (w *walker) index(at loc, name string, i int) loc {
 func (w *walker) childLoc(at loc, parent *fhir.Node, i int, repeats bool) loc {
 	c := parent.Children[i]
 	if !repeats {
-		return w.push(at, step{name: c.Name})
+		return w.push(at, step{name: c.Name, index: -1})
 	}
-	return w.push(at, step{name: c.Name, indexed: true, index: i, parent: parent})
+	return w.push(at, step{name: c.Name, index: i, parent: parent})
 }
 
 // path renders at the way fhir.Path.Field and Index would have built it.
 func (w *walker) path(at loc) fhir.Path {
-	steps := w.steps[:at]
-	if len(steps) == 1 {
-		return steps[0].root
+	if at == 0 {
+		return w.root
 	}
 	b := make([]byte, 0, 96)
-	b = append(b, steps[0].root...)
-	for _, s := range steps[1:] {
+	b = append(b, w.root...)
+	for _, s := range w.steps[:at] {
 		if len(b) > 0 {
 			b = append(b, '.')
 		}
 		b = append(b, s.name...)
-		if s.indexed {
+		if s.index >= 0 {
 			k := s.index
 			if s.parent != nil {
 				k = 0

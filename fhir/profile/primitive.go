@@ -52,7 +52,7 @@ func primitiveProblem(code, v string) string {
 	case "time":
 		return timeProblem(v)
 	case "uri":
-		if strings.ContainsAny(v, " \t\r\n") {
+		if hasWhitespace(v) {
 			return "a uri contains no whitespace"
 		}
 	case "id":
@@ -66,7 +66,7 @@ func primitiveProblem(code, v string) string {
 			}
 		}
 	case "code":
-		if strings.TrimSpace(v) != v || strings.Contains(v, "  ") || strings.ContainsAny(v, "\t\r\n") {
+		if !plainCode(v) && (strings.TrimSpace(v) != v || strings.Contains(v, "  ") || strings.ContainsAny(v, "\t\r\n")) {
 			return "a code has no leading, trailing or repeated whitespace"
 		}
 	case "oid":
@@ -93,6 +93,34 @@ func primitiveProblem(code, v string) string {
 		}
 	}
 	return ""
+}
+
+// hasWhitespace is strings.ContainsAny(v, " \t\r\n") without building a
+// character set per call.
+func hasWhitespace(v string) bool {
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case ' ', '\t', '\r', '\n':
+			return true
+		}
+	}
+	return false
+}
+
+// plainCode is a quick sufficient test that a code passes the whitespace
+// rule: ASCII without control characters, not starting or ending with a
+// space, no two spaces in a row. Anything else gets the exact test.
+func plainCode(v string) bool {
+	if v == "" || v[0] == ' ' || v[len(v)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < ' ' || c >= 0x7f || c == ' ' && v[i-1] == ' ' {
+			return false
+		}
+	}
+	return true
 }
 
 func isInteger(v string) bool {

@@ -142,8 +142,9 @@ type index struct {
 }
 
 func newIndex(bundle *fhir.Node) *index {
-	x := &index{byURL: map[string]*fhir.Node{}}
-	for _, e := range bundle.ChildrenNamed("entry") {
+	entries := bundle.ChildrenNamed("entry")
+	x := &index{byURL: make(map[string]*fhir.Node, 3*len(entries))}
+	for _, e := range entries {
 		r := e.Child("resource").Resource()
 		if r == nil {
 			continue

@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,7 +26,11 @@ type walker struct {
 	// checked. One slice serves the whole call; resource() moves nameBase.
 	names    []string
 	nameBase int
-	steps    []step // the location stack (loc.go)
+	root     fhir.Path // the location stack (loc.go)
+	steps    []step
+	// assign and counts are scratch stacks for children.
+	assign []assigned
+	counts []int
 }
 
 func (w *walker) add(sev fhir.Severity, code fhir.SpineCode, typ string, l loc, msg string) {
@@ -160,19 +165,17 @@ type assigned struct {
 // children checks the child nodes of n against the child definitions of
 // owner.
 func (w *walker) children(n *fhir.Node, owner *elem, sd *profile, at loc) {
-	defs := owner.kids
-	var stackBuf [24]assigned
-	assign := stackBuf[:0]
-	if len(n.Children) > len(stackBuf) {
-		assign = make([]assigned, 0, len(n.Children))
-	}
-	var countBuf [48]int
-	counts := countBuf[:0]
-	if len(defs) > len(countBuf) {
-		counts = make([]int, len(defs))
-	} else {
-		counts = countBuf[:len(defs)]
-	}
+	defs, info := owner.kids, owner.kinfo
+	// assign and counts live on the walker's scratch stacks: fixed arrays
+	// here cost more to zero than the matching itself.
+	aBase, cBase := len(w.assign), len(w.counts)
+	w.assign = slices.Grow(w.assign, len(n.Children))
+	assign := w.assign[aBase : aBase+len(n.Children)]
+	w.assign = w.assign[:aBase+len(n.Children)]
+	w.counts = slices.Grow(w.counts, len(defs))
+	counts := w.counts[cBase : cBase+len(defs)]
+	w.counts = w.counts[:cBase+len(defs)]
+	clear(counts)
 	for i, c := range n.Children {
 		d, typ, bad := w.v.lookup(owner, c.Name)
 		if d < 0 {
@@ -183,18 +186,22 @@ func (w *walker) children(n *fhir.Node, owner *elem, sd *profile, at loc) {
 				w.errorf("structure", l, "unknown element '"+c.Name+"'"+where(sd))
 			}
 		} else if bad != "" {
-			l := w.childLoc(at, n, i, defs[d].Repeats)
+			l := w.childLoc(at, n, i, info[d].repeats)
 			w.errorf("structure", l, defs[d].ID+": type "+bad+" is not allowed here"+allowed(defs[d]))
 			d = -2
 		} else {
 			counts[d]++
 		}
-		assign = append(assign, assigned{d, typ})
+		assign[i] = assigned{d, typ}
 	}
-	for di, d := range defs {
-		count := counts[di]
-		if count < d.Min {
-			w.errorf("required", at, d.ID+" min "+strconv.Itoa(d.Min)+", found "+strconv.Itoa(count))
+	for di := range info {
+		count, k := counts[di], &info[di]
+		if count == 0 && !k.required {
+			continue
+		}
+		d := defs[di]
+		if count < k.min {
+			w.errorf("required", at, d.ID+" min "+strconv.Itoa(k.min)+", found "+strconv.Itoa(count))
 		}
 		if count == 0 {
 			for _, sl := range d.Slices {
@@ -204,19 +211,19 @@ func (w *walker) children(n *fhir.Node, owner *elem, sd *profile, at loc) {
 			}
 			continue
 		}
-		if d.Max == 0 {
+		if k.max == 0 {
 			for i := range n.Children {
 				if assign[i].d == di {
-					l := w.childLoc(at, n, i, d.Repeats)
+					l := w.childLoc(at, n, i, k.repeats)
 					w.errorf("structure", l, d.ID+" is prohibited (max 0)")
 				}
 			}
 			continue
 		}
-		if d.Max > 0 && count > d.Max {
-			w.errorf("structure", at, d.ID+" max "+strconv.Itoa(d.Max)+", found "+strconv.Itoa(count))
+		if k.max > 0 && count > k.max {
+			w.errorf("structure", at, d.ID+" max "+strconv.Itoa(k.max)+", found "+strconv.Itoa(count))
 		}
-		if d.Slicing != nil && len(d.Slices) > 0 || d.Name == "extension" || d.Name == "modifierExtension" {
+		if k.sliced {
 			// Extensions are always resolved by url, sliced or not.
 			w.sliced(n, d, sd, di, assign, at)
 			continue
@@ -227,6 +234,7 @@ func (w *walker) children(n *fhir.Node, owner *elem, sd *profile, at loc) {
 			}
 		}
 	}
+	w.assign, w.counts = w.assign[:aBase], w.counts[:cBase]
 }
 
 func where(sd *profile) string {
@@ -339,7 +347,7 @@ func (w *walker) sliced(n *fhir.Node, d *elem, sd *profile, di int, assign []ass
 			lastSlice = k
 		}
 		typ := assign[i].typ
-		if sl := d.Slices[k]; len(sl.Types) > 0 && typ != "" {
+		if sl := d.slices[k]; len(sl.Types) > 0 && typ != "" {
 			typ = sl.Types[0].Code
 		}
 		w.names = append(w.names, d.Name)
@@ -380,7 +388,7 @@ func whichSlice(c *fhir.Node, d *elem) int {
 		return -1
 	}
 next:
-	for k := range d.Slices {
+	for k := range d.slices {
 		for j, p := range d.discs {
 			if !hasValueAt(c, p, s.Values[k][j]) {
 				continue next
