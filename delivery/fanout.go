@@ -123,6 +123,7 @@ func NewFanout(ctx context.Context, o FanoutOptions) (*Fanout, error) {
 // Run consumes events until ctx ends.
 func (f *Fanout) Run(ctx context.Context) error {
 	queues := make([]chan jetstream.Msg, f.o.Workers)
+	held := newHeldEvents()
 	var wg sync.WaitGroup
 	for i := range queues {
 		queues[i] = make(chan jetstream.Msg, 64)
@@ -131,6 +132,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 			defer wg.Done()
 			for msg := range q {
 				f.paced(ctx, msg)
+				held.done(msg)
 			}
 		}(queues[i])
 	}
@@ -139,6 +141,9 @@ func (f *Fanout) Run(ctx context.Context) error {
 		return fmt.Errorf("consuming events: %w", err)
 	}
 	go func() { <-ctx.Done(); it.Stop() }()
+	go held.keepAlive(ctx, f.o.AckWait, time.Now, func(n int) {
+		f.o.Metrics.events.WithLabelValues("kept_in_progress").Add(float64(n))
+	})
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -154,6 +159,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 			key = msg.Headers().Get(fhir.HeaderMessageID)
 		}
 		h.Write([]byte(key))
+		held.add(msg, time.Now())
 		queues[h.Sum32()%uint32(len(queues))] <- msg
 	}
 	for _, q := range queues {

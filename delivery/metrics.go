@@ -27,7 +27,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ems_delivery_events_total",
-			Help: "Events fanned out, by outcome (matched, unmatched, retry)."}, []string{"outcome"}),
+			Help: "Events fanned out, by outcome (matched, unmatched, retry; kept_in_progress: reported in progress while waiting their turn)."}, []string{"outcome"}),
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ems_delivery_jobs_enqueued_total",
 			Help: "Delivery jobs stored (one per event and endpoint), by channel."}, []string{"channel"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ems_delivery_deliveries_total",
