@@ -12,7 +12,8 @@ import (
 // walker (see elem).
 type profile struct {
 	*rules.Profile
-	root *elem
+	root      *elem
+	primitive bool // Kind == "primitive-type"
 }
 
 // elem is a rules.Element with what the walker needs at every instance
@@ -40,6 +41,9 @@ type elem struct {
 	// definition of its code.
 	typeProfs []*profile
 	baseProfs []*profile
+	// byType answers typeProfile for an element of many types (a choice
+	// such as Extension.value[x]) without comparing every type code.
+	byType map[string]*profile
 	// ref is the element a ContentRef names, in the same profile.
 	ref *elem
 	// targets are the resource types a Reference may point at (see
@@ -59,6 +63,10 @@ type kidInfo struct {
 	// sliced: matched through slices (sliced or an extension element).
 	required, repeats, sliced bool
 }
+
+// byTypeMin is the number of types above which an element gets a byType
+// map.
+const byTypeMin = 6
 
 func nameKey(s string) uint32 {
 	if s == "" {
@@ -82,7 +90,7 @@ type invariantFunc struct {
 func (v *Validator) compileProfiles() {
 	v.profiles = make(map[string]*profile, len(v.set.Profiles))
 	for url, p := range v.set.Profiles {
-		v.profiles[url] = &profile{Profile: p}
+		v.profiles[url] = &profile{Profile: p, primitive: p.Kind == "primitive-type"}
 	}
 	v.typeProfiles = make(map[string]*profile, len(v.set.Types))
 	for code, url := range v.set.Types {
@@ -154,6 +162,14 @@ func (v *Validator) compileElem(r *rules.Element, byID map[string]*elem) *elem {
 			}
 			e.baseProfs[i] = v.typeProfiles[t.Code]
 		}
+		if len(r.Types) > byTypeMin {
+			e.byType = make(map[string]*profile, len(r.Types))
+			for _, t := range r.Types {
+				if _, done := e.byType[t.Code]; !done {
+					e.byType[t.Code] = v.typeProfile(e, t.Code)
+				}
+			}
+		}
 	}
 	e.targets = v.targets(r)
 	if r.Binding != nil {
@@ -218,6 +234,12 @@ func (v *Validator) knownType(suffix string) bool {
 // type typ: its type profile when it has a known one (an extension
 // definition, SimpleQuantity), else the base definition of the type.
 func (v *Validator) typeProfile(def *elem, typ string) *profile {
+	if def.byType != nil {
+		if p, ok := def.byType[typ]; ok {
+			return p
+		}
+		return v.typeProfiles[typ]
+	}
 	base := -1
 	for i := range def.Types {
 		if def.Types[i].Code == typ {

@@ -34,8 +34,18 @@ func ProfileFor(event, resourceType string) string {
 	switch {
 	case resourceType == "MessageHeader":
 		return EventMessageHeader
-	case careConnectTypes[resourceType]:
-		return careConnect + resourceType + "-1"
 	}
-	return ""
+	return careConnectProfiles[resourceType]
 }
+
+// careConnectProfiles maps careConnectTypes to their profile URLs, made
+// once rather than per resource of every message.
+var careConnectProfiles = func() map[string]string {
+	m := make(map[string]string, len(careConnectTypes))
+	for t, ok := range careConnectTypes {
+		if ok {
+			m[t] = careConnect + t + "-1"
+		}
+	}
+	return m
+}()

@@ -17,23 +17,50 @@ import (
 // references are not resolved.
 func (v *Validator) Validate(resource *fhir.Node, at fhir.Path, resolve Resolver, profileURLs ...string) []fhir.Issue {
 	w := v.walker(resolve)
-	v.validate(w, resource, at, profileURLs)
-	return w.issues
+	v.validate(w, resource, at, -1, profileURLs)
+	return w.release()
 }
 
+// walkers keeps the walkers of finished calls, whose scratch stacks have
+// grown to the size messages need.
+var walkers sync.Pool
+
 func (v *Validator) walker(resolve Resolver) *walker {
-	w := &walker{v: v}
+	w, _ := walkers.Get().(*walker)
+	if w == nil {
+		w = &walker{}
+	}
+	*w = walker{v: v, seen: w.seen, names: w.names[:0], steps: w.steps[:0], assign: w.assign[:0], counts: w.counts[:0]}
+	clear(w.seen)
 	if resolve != nil {
 		w.env.Resolve = resolve
 	}
 	return w
 }
 
-func (v *Validator) validate(w *walker, res *fhir.Node, path fhir.Path, profileURLs []string) {
+// release returns the issues found and puts w back in the pool, holding
+// nothing of the message.
+func (w *walker) release() []fhir.Issue {
+	issues := w.issues
+	clear(w.steps[:cap(w.steps)])
+	if len(w.seen) > 64 {
+		w.seen = nil // keep the pool small after a message full of problems
+	}
+	*w = walker{seen: w.seen, names: w.names[:0], steps: w.steps[:0], assign: w.assign[:0], counts: w.counts[:0]}
+	walkers.Put(w)
+	return issues
+}
+
+// validate checks res at path, or, when entry is not negative, at
+// Bundle.entry[entry].resource.
+func (v *Validator) validate(w *walker, res *fhir.Node, path fhir.Path, entry int, profileURLs []string) {
 	if path == "" {
 		path = fhir.Path(res.ResourceType)
 	}
 	at := w.rootLoc(path)
+	if entry >= 0 {
+		at = w.field(w.index(at, "entry", entry), "resource")
+	}
 	w.env.Resource = res
 	base := v.profiles[v.set.Types[res.ResourceType]]
 	if base == nil || base.Kind != "resource" {
@@ -100,16 +127,16 @@ type BundleOptions struct {
 // profiles in its meta.profile. References between entries are resolved
 // through the entries' fullUrls.
 func (v *Validator) ValidateBundle(bundle *fhir.Node, opts BundleOptions) []fhir.Issue {
-	idx := newIndex(bundle)
+	entries := bundle.ChildrenNamed("entry")
+	idx := newIndex(entries)
 	w := v.walker(idx.resolve)
 	w.skipEntries = true
 	var bundleProfiles []string
 	if p := opts.Extra["Bundle"]; p != "" {
 		bundleProfiles = append(bundleProfiles, p)
 	}
-	v.validate(w, bundle, "Bundle", bundleProfiles)
+	v.validate(w, bundle, "Bundle", -1, bundleProfiles)
 	event := opts.Event
-	entries := bundle.ChildrenNamed("entry")
 	if event == "" {
 		for _, e := range entries {
 			if r := e.Child("resource").Resource(); r != nil && r.ResourceType == "MessageHeader" {
@@ -123,16 +150,17 @@ func (v *Validator) ValidateBundle(bundle *fhir.Node, opts BundleOptions) []fhir
 		if r == nil || w.full {
 			continue
 		}
-		var profiles []string
+		var buf [2]string
+		profiles := buf[:0]
 		if p := ProfileFor(event, r.ResourceType); p != "" {
 			profiles = append(profiles, p)
 		}
 		if p := opts.Extra[r.ResourceType]; p != "" {
 			profiles = append(profiles, p)
 		}
-		v.validate(w, r, fhir.Path("Bundle").Index("entry", i).Field("resource"), profiles)
+		v.validate(w, r, "Bundle", i, profiles)
 	}
-	return w.issues
+	return w.release()
 }
 
 // index resolves references inside a bundle by fullUrl, and relative
@@ -141,26 +169,58 @@ type index struct {
 	byURL map[string]*fhir.Node
 }
 
-func newIndex(bundle *fhir.Node) *index {
-	entries := bundle.ChildrenNamed("entry")
-	x := &index{byURL: make(map[string]*fhir.Node, 3*len(entries))}
-	for _, e := range entries {
-		r := e.Child("resource").Resource()
-		if r == nil {
-			continue
-		}
-		if u := e.Str("fullUrl"); u != "" {
-			x.byURL[u] = r
-			if !strings.Contains(u, ":") {
-				// A bare uuid fullUrl (a defect of official examples that
-				// must not be rejected) still answers urn:uuid: references.
-				x.byURL["urn:uuid:"+u] = r
+func newIndex(entries []*fhir.Node) *index {
+	x := &index{byURL: make(map[string]*fhir.Node, 2*len(entries))}
+	// each calls fn for every key in entry order: a fullUrl as it is, or a
+	// key made up of a+b+c (urn:uuid:{u}, {Type}/{id}). The made-up keys
+	// are cut from one string instead of being allocated one by one, and
+	// the map is filled in entry order, so a later entry still wins a
+	// clash.
+	each := func(fn func(r *fhir.Node, made bool, a, b, c string)) {
+		for _, e := range entries {
+			r := e.Child("resource").Resource()
+			if r == nil {
+				continue
+			}
+			if u := e.Str("fullUrl"); u != "" {
+				fn(r, false, u, "", "")
+				if !strings.Contains(u, ":") {
+					// A bare uuid fullUrl (a defect of official examples
+					// that must not be rejected) still answers urn:uuid:
+					// references.
+					fn(r, true, "urn:uuid:", u, "")
+				}
+			}
+			if id := r.Str("id"); id != "" {
+				fn(r, true, r.ResourceType, "/", id)
 			}
 		}
-		if id := r.Str("id"); id != "" {
-			x.byURL[r.ResourceType+"/"+id] = r
-		}
 	}
+	size := 0
+	each(func(_ *fhir.Node, made bool, a, b, c string) {
+		if made {
+			size += len(a) + len(b) + len(c)
+		}
+	})
+	var sb strings.Builder
+	sb.Grow(size)
+	each(func(_ *fhir.Node, made bool, a, b, c string) {
+		if made {
+			sb.WriteString(a)
+			sb.WriteString(b)
+			sb.WriteString(c)
+		}
+	})
+	keys := sb.String()
+	each(func(r *fhir.Node, made bool, a, b, c string) {
+		if !made {
+			x.byURL[a] = r
+			return
+		}
+		n := len(a) + len(b) + len(c)
+		x.byURL[keys[:n]] = r
+		keys = keys[n:]
+	})
 	return x
 }
 

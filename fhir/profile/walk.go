@@ -81,7 +81,7 @@ func (w *walker) element(n *fhir.Node, def *elem, sd *profile, typ string, at lo
 		w.errorf("value", at, def.ID+": value '"+n.Value+"' does not equal the fixed value '"+def.Fixed.Value+"'")
 	}
 	tsd := w.v.typeProfile(def, typ)
-	primitive := tsd != nil && tsd.Kind == "primitive-type" || tsd == nil && isPrimitiveName(typ)
+	primitive := tsd != nil && tsd.primitive || tsd == nil && isPrimitiveName(typ)
 	if primitive && n.HasValue {
 		if p := primitiveProblem(typ, n.Value); p != "" {
 			w.errorf("value", at, def.ID+": '"+n.Value+"' is not a valid "+typ+": "+p)

@@ -185,6 +185,39 @@ func allNamed(n *fhir.Node, name string, f func(*fhir.Node) bool) bool {
 	return true
 }
 
+// distinctPairs is bdl-7 for a small bundle: no two entries with a
+// fullUrl have the same fullUrl&resource.meta.versionId, compared pair by
+// pair instead of through a map of joined keys.
+func distinctPairs(bundle *fhir.Node) bool {
+	for i, e := range bundle.Children {
+		u, ok := val(e, "fullUrl")
+		if e.Name != "entry" || !ok {
+			continue
+		}
+		ver := e.Child("resource").Resource().Str("meta", "versionId")
+		for _, f := range bundle.Children[i+1:] {
+			if f.Name != "entry" {
+				continue
+			}
+			if u2, ok := val(f, "fullUrl"); ok && joinedEqual(u, ver, u2, f.Child("resource").Resource().Str("meta", "versionId")) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// joinedEqual is a1+"\x00"+b1 == a2+"\x00"+b2 without building either.
+func joinedEqual(a1, b1, a2, b2 string) bool {
+	if len(a1)+len(b1) != len(a2)+len(b2) {
+		return false
+	}
+	if len(a1) == len(a2) {
+		return a1 == a2 && b1 == b2
+	}
+	return a1+"\x00"+b1 == a2+"\x00"+b2 // the parts hold NULs: compare the joined forms
+}
+
 func contained(n *fhir.Node) []*fhir.Node {
 	var out []*fhir.Node
 	for _, c := range n.ChildrenNamed("contained") {
