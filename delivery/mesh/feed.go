@@ -76,6 +76,9 @@ func (s *Store) setReady(ok bool) {
 func (s *Store) RunIndex(ctx context.Context) error {
 	const minWait, maxWait = 100 * time.Millisecond, 10 * time.Second
 	wait := minWait
+	if s.single {
+		defer s.startDeletes()()
+	}
 	for {
 		began := time.Now()
 		err := s.follow(ctx)

@@ -94,6 +94,14 @@ type StreamConfig struct {
 	Logger *slog.Logger
 	// Registerer takes the index metrics; nil: not registered.
 	Registerer prometheus.Registerer
+	// SingleNode says no other node serves these inboxes. An
+	// acknowledged message's delete is then left to a background
+	// deleter, which purges runs of them in one request (deletes.go):
+	// this node's index hides it at once, and its retrieve answers 410
+	// from the acknowledgement. With other nodes, whose retrieve reads
+	// the message by sequence until their index hears of the
+	// acknowledgement, the delete is done before Ack returns.
+	SingleNode bool
 }
 
 // Store is the mailboxes' inboxes.
@@ -117,6 +125,15 @@ type Store struct {
 	// has applied (or, before any, the stream's last at the first start).
 	ackCursor   atomic.Uint64
 	ackFollowed bool // ackCursor is set; RunIndex's goroutine only
+
+	// deletes queues acknowledged messages' sequences for the deleter
+	// (deletes.go) while deferring (SingleNode, and RunIndex running).
+	single    bool
+	deletes   chan uint64
+	deferMu   sync.RWMutex
+	deferring bool // deferMu
+	// purges and singleDeletes count the deleter's requests.
+	purges, singleDeletes atomic.Int64
 }
 
 // NewStore creates or updates the inbox and acknowledgement streams.
@@ -166,7 +183,8 @@ func NewStore(ctx context.Context, js jetstream.JetStream, c StreamConfig) (*Sto
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{stream: s, acks: acks, js: js, idx: newIndex(), log: log, metrics: newIndexMetrics(c.Registerer)}, nil
+	return &Store{stream: s, acks: acks, js: js, idx: newIndex(), log: log, metrics: newIndexMetrics(c.Registerer),
+		deletes: make(chan uint64, deleteQueue), single: c.SingleNode}, nil
 }
 
 // Message is one stored inbox message. Listing returns them without
@@ -232,7 +250,7 @@ func (s *Store) Get(ctx context.Context, mailbox, id string) (*Message, error) {
 		case errors.Is(err, ErrNotFound):
 			// Neither stored nor acknowledged (an operator purged it):
 			// not to be listed.
-			s.idx.remove(e)
+			s.idx.forget(e)
 		}
 	}
 	return m, err
@@ -445,13 +463,13 @@ func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time)
 		}
 	}
 	if e == nil {
+		// Acknowledged before (idempotent), whether or not its delete
+		// is done: a single node deletes in the background.
+		if gone, err := s.acked(ctx, mailbox, id); err != nil || gone {
+			return false, err
+		}
 		m, err := s.stream.GetLastMsgForSubject(ctx, Subject(mailbox, id))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			// Gone from the inbox: acknowledged before (idempotent) or
-			// never there.
-			if gone, err := s.acked(ctx, mailbox, id); err != nil || gone {
-				return false, err
-			}
 			return false, ErrNotFound
 		}
 		if err != nil {
@@ -459,14 +477,24 @@ func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time)
 		}
 		seq = m.Sequence
 	}
+	first := true
+	if e != nil {
+		first = s.idx.claim(e)
+	}
 	ack := &nats.Msg{Subject: AckSubjectPrefix + mailbox + "." + id, Header: nats.Header{}}
 	ack.Header.Set("Ems-Acked-At", now.UTC().Format(time.RFC3339Nano))
 	ack.Header.Set(HeaderInboxSeq, strconv.FormatUint(seq, 10))
 	if _, err := s.js.PublishMsg(ctx, ack); err != nil {
+		if e != nil && first {
+			s.idx.unclaim(e) // the client's retry is the first
+		}
 		return false, fmt.Errorf("recording acknowledgement of %s: %w", id, err)
 	}
 	if e != nil {
 		s.idx.remove(e) // at once: this node's next list must not show it
+		if s.deferDelete(seq) {
+			return first, nil
+		}
 	}
 	err := s.stream.DeleteMsg(ctx, seq)
 	switch {
@@ -475,9 +503,9 @@ func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time)
 		// had not heard yet) or by a concurrent call here.
 		return e == nil, nil
 	case err != nil:
-		return true, fmt.Errorf("removing acknowledged %s from the inbox: %w", id, err)
+		return first, fmt.Errorf("removing acknowledged %s from the inbox: %w", id, err)
 	}
-	return true, nil
+	return first, nil
 }
 
 // Oldest returns the store time of the oldest unacknowledged message of a

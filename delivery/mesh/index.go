@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +21,13 @@ type index struct {
 	byKey map[indexKey]*entry
 	// applied is the last inbox stream sequence added.
 	applied uint64
+	// holds are inbox sequences, ascending, that may still be stored
+	// without being acknowledged although the index has no live entry for
+	// them (a message the feed skipped, or one a read did not find):
+	// floor stays at or below the first, so the deleter never purges them.
+	// Past maxHolds, floor stays at 1 until the index is rebuilt.
+	holds     []uint64
+	holdsFull bool
 	// workflows interns workflow ids: there are a handful, shared by all
 	// entries.
 	workflows map[string]string
@@ -40,6 +48,9 @@ type entry struct {
 	// id), so it is not listed unchecked.
 	checked bool
 	dead    bool
+	// claimed: an Ack on this node has begun; a concurrent one is not
+	// the first.
+	claimed bool
 }
 
 type box struct {
@@ -108,10 +119,43 @@ func (x *index) acked(mailbox, id string, ackedSeq uint64) {
 	x.kill(e)
 }
 
-// remove drops e if it is still the entry for its id.
+// remove drops e if it is still the entry for its id. The caller knows
+// e's message is acknowledged (or gone from the stream).
 func (x *index) remove(e *entry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if !e.dead {
+		x.kill(e)
+	}
+}
+
+// claim marks e as being acknowledged here and says whether it was the
+// first to: not when another Ack here, or the acknowledgement feed (an Ack
+// on another node), came first.
+func (x *index) claim(e *entry) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if e.dead || e.claimed {
+		return false
+	}
+	e.claimed = true
+	return true
+}
+
+// unclaim undoes claim: the Ack failed.
+func (x *index) unclaim(e *entry) {
+	x.mu.Lock()
+	e.claimed = false
+	x.mu.Unlock()
+}
+
+// forget drops e without knowing that its message is acknowledged: a read
+// did not find it, which in a cluster may be a replica that has not stored
+// it yet. It holds the floor at e's sequence.
+func (x *index) forget(e *entry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.holdAt(e.seq)
 	if !e.dead {
 		x.kill(e)
 	}
@@ -157,6 +201,62 @@ func (x *index) kill(e *entry) {
 			}
 		}
 		b.entries, b.head, b.dead = kept, 0, 0
+	}
+}
+
+// maxHolds bounds the holds: they are rare (an operator's message or purge).
+const maxHolds = 1024
+
+// holdAt keeps the floor at or below seq; x.mu is held.
+func (x *index) holdAt(seq uint64) {
+	i, found := slices.BinarySearch(x.holds, seq)
+	switch {
+	case found:
+	case len(x.holds) >= maxHolds:
+		x.holdsFull = true
+	default:
+		x.holds = slices.Insert(x.holds, i, seq)
+	}
+}
+
+// floor is the inbox sequence below which every message the stream may
+// still hold is acknowledged: the first live entry of any mailbox, the
+// first sequence not yet indexed, or the first hold, whichever is lowest.
+// Purging the stream below it removes only acknowledged messages.
+func (x *index) floor() uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if x.holdsFull {
+		return 1
+	}
+	f := x.applied + 1
+	if len(x.holds) > 0 {
+		f = min(f, x.holds[0])
+	}
+	for _, b := range x.boxes {
+		if b.head < len(b.entries) {
+			f = min(f, b.entries[b.head].seq) // entries[head] is live: kill drops dead ones from the front
+		}
+	}
+	return f
+}
+
+// firstHold returns the lowest hold (0: none).
+func (x *index) firstHold() uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if len(x.holds) == 0 {
+		return 0
+	}
+	return x.holds[0]
+}
+
+// release drops the hold at seq: the message there is gone.
+func (x *index) release(seq uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if i, found := slices.BinarySearch(x.holds, seq); found {
+		x.holds = slices.Delete(x.holds, i, i+1)
 	}
 }
 
@@ -239,11 +339,15 @@ func (x *index) reset() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.boxes, x.byKey, x.applied = map[string]*box{}, map[indexKey]*entry{}, 0
+	x.holds, x.holdsFull = nil, false
 }
 
 // skip records that the inbox stream's seq is not a message of a mailbox.
 func (x *index) skip(seq uint64) {
 	x.mu.Lock()
+	if seq > x.applied {
+		x.holdAt(seq) // not a mailbox message: not ours to purge
+	}
 	x.applied = max(x.applied, seq)
 	x.mu.Unlock()
 }
