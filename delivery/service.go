@@ -100,7 +100,9 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if meshJS == nil {
 		meshJS = o.JS
 	}
-	meshStore, err := mesh.NewStore(ctx, meshJS, mesh.StreamConfig{Replicas: o.Replicas,
+	// Without lanes this is the only node: acknowledged messages can be
+	// deleted in the background (mesh.StreamConfig.SingleNode).
+	meshStore, err := mesh.NewStore(ctx, meshJS, mesh.StreamConfig{Replicas: o.Replicas, SingleNode: o.Lanes == nil,
 		Logger: o.Logger.With("component", "mesh"), Registerer: o.Registerer})
 	if err != nil {
 		return nil, err
