@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -303,5 +304,21 @@ func TestAuthentication(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 400 {
 		t.Errorf("handshake without headers: %d", resp.StatusCode)
+	}
+}
+
+// TestValidMailbox: the loop accepts exactly what ^[A-Za-z0-9_-]{1,64}$
+// does.
+func TestValidMailbox(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	cases := []string{"", "MB1", "mb_1-x", strings.Repeat("a", 64), strings.Repeat("a", 65), "a.b", "a b", "a*", "a>",
+		"é", "a\x00", "20261122100000000001_0a1b2c3d4e", "../x", "-", "_"}
+	for c := range 256 {
+		cases = append(cases, "x"+string(rune(c)), string([]byte{byte(c)}))
+	}
+	for _, c := range cases {
+		if got, want := ValidMailbox(c), re.MatchString(c); got != want {
+			t.Errorf("ValidMailbox(%q) = %v, want %v", c, got, want)
+		}
 	}
 }
