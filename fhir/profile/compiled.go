@@ -29,6 +29,8 @@ type elem struct {
 	// kinfo summarises the kids for the children loop, contiguous so that
 	// matching a node's children touches one array, not every definition.
 	kinfo []kidInfo
+	// required has bit i set when kinfo[i].required (lists of at most 64).
+	required uint64
 	// names are the kids' names; keys[i] packs the length and the first
 	// and last bytes of names[i], so that the lookup compares strings only
 	// when a cheap integer matches. choices are the kids whose name is a
@@ -98,8 +100,15 @@ func (v *Validator) compileProfiles() {
 			v.typeProfiles[code] = p
 		}
 	}
+	// One slab holds every elem: eleven thousand separate allocations of
+	// a few hundred bytes were most of the cost of building them.
+	total := 0
+	for _, p := range v.set.Profiles {
+		total += countElems(p.Root)
+	}
+	v.slab = make([]elem, 0, total)
 	for _, p := range v.profiles {
-		byID := map[string]*elem{}
+		byID := make(map[string]*elem, countElems(p.Root))
 		p.root = v.compileElem(p.Root, byID)
 		// Content references resolve in the profile that holds them, as
 		// the walker's byID[sd] lookup did.
@@ -119,8 +128,25 @@ func (v *Validator) compileProfiles() {
 	}
 }
 
+func countElems(e *rules.Element) int {
+	n := 1
+	for _, c := range e.Children {
+		n += countElems(c)
+	}
+	for _, c := range e.Slices {
+		n += countElems(c)
+	}
+	return n
+}
+
 func (v *Validator) compileElem(r *rules.Element, byID map[string]*elem) *elem {
-	e := &elem{Element: *r}
+	var e *elem
+	if len(v.slab) < cap(v.slab) {
+		v.slab = append(v.slab, elem{Element: *r})
+		e = &v.slab[len(v.slab)-1]
+	} else {
+		e = &elem{Element: *r}
+	}
 	byID[r.ID] = e
 	if len(r.Children) > 0 {
 		e.kids = make([]*elem, len(r.Children))
@@ -145,6 +171,9 @@ func (v *Validator) compileElem(r *rules.Element, byID map[string]*elem) *elem {
 				}
 			}
 			e.kinfo[i] = k
+			if k.required && i < 64 {
+				e.required |= 1 << i
+			}
 		}
 	}
 	if len(r.Slices) > 0 {

@@ -99,8 +99,7 @@ func primitiveProblem(code, v string) string {
 // character set per call.
 func hasWhitespace(v string) bool {
 	for i := 0; i < len(v); i++ {
-		switch v[i] {
-		case ' ', '\t', '\r', '\n':
+		if c := v[i]; c <= ' ' && (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
 			return true
 		}
 	}

@@ -57,6 +57,7 @@ type Validator struct {
 	// profile URLs was 4.5 % of emsd's CPU under ems-bench.
 	typeProfiles map[string]*profile
 	extensionURL string // set.Types["Extension"]
+	slab         []elem // backs the profiles' elems (compiled.go)
 	opts         Options
 }
 

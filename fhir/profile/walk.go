@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -176,6 +177,7 @@ func (w *walker) children(n *fhir.Node, owner *elem, sd *profile, at loc) {
 	counts := w.counts[cBase : cBase+len(defs)]
 	w.counts = w.counts[:cBase+len(defs)]
 	clear(counts)
+	var present uint64 // bit di: counts[di] > 0 (when there are at most 64)
 	for i, c := range n.Children {
 		d, typ, bad := w.v.lookup(owner, c.Name)
 		if d < 0 {
@@ -191,50 +193,63 @@ func (w *walker) children(n *fhir.Node, owner *elem, sd *profile, at loc) {
 			d = -2
 		} else {
 			counts[d]++
+			present |= 1 << (d & 63)
 		}
 		assign[i] = assigned{d, typ}
 	}
-	for di := range info {
-		count, k := counts[di], &info[di]
-		if count == 0 && !k.required {
-			continue
+	if len(info) <= 64 {
+		// Only the definitions present or required need a look: visit
+		// their bits in definition order.
+		for m := present | owner.required; m != 0; m &= m - 1 {
+			w.kid(n, owner, bits.TrailingZeros64(m), counts, assign, sd, at)
 		}
-		d := defs[di]
-		if count < k.min {
-			w.errorf("required", at, d.ID+" min "+strconv.Itoa(k.min)+", found "+strconv.Itoa(count))
-		}
-		if count == 0 {
-			for _, sl := range d.Slices {
-				if sl.Min > 0 {
-					w.errorf("required", at, sl.ID+" min "+strconv.Itoa(sl.Min)+", found 0")
-				}
-			}
-			continue
-		}
-		if k.max == 0 {
-			for i := range n.Children {
-				if assign[i].d == di {
-					l := w.childLoc(at, n, i, k.repeats)
-					w.errorf("structure", l, d.ID+" is prohibited (max 0)")
-				}
-			}
-			continue
-		}
-		if k.max > 0 && count > k.max {
-			w.errorf("structure", at, d.ID+" max "+strconv.Itoa(k.max)+", found "+strconv.Itoa(count))
-		}
-		if k.sliced {
-			// Extensions are always resolved by url, sliced or not.
-			w.sliced(n, d, sd, di, assign, at)
-			continue
-		}
-		for i, c := range n.Children {
-			if assign[i].d == di {
-				w.child(n, c, i, d, sd, assign[i].typ, at)
+	} else {
+		for di := range info {
+			if counts[di] > 0 || info[di].required {
+				w.kid(n, owner, di, counts, assign, sd, at)
 			}
 		}
 	}
 	w.assign, w.counts = w.assign[:aBase], w.counts[:cBase]
+}
+
+// kid checks the children of n matched to owner.kids[di]: cardinality,
+// then each of them, through the slicing when there is one.
+func (w *walker) kid(n *fhir.Node, owner *elem, di int, counts []int, assign []assigned, sd *profile, at loc) {
+	count, k, d := counts[di], &owner.kinfo[di], owner.kids[di]
+	if count < k.min {
+		w.errorf("required", at, d.ID+" min "+strconv.Itoa(k.min)+", found "+strconv.Itoa(count))
+	}
+	if count == 0 {
+		for _, sl := range d.Slices {
+			if sl.Min > 0 {
+				w.errorf("required", at, sl.ID+" min "+strconv.Itoa(sl.Min)+", found 0")
+			}
+		}
+		return
+	}
+	if k.max == 0 {
+		for i := range n.Children {
+			if assign[i].d == di {
+				l := w.childLoc(at, n, i, k.repeats)
+				w.errorf("structure", l, d.ID+" is prohibited (max 0)")
+			}
+		}
+		return
+	}
+	if k.max > 0 && count > k.max {
+		w.errorf("structure", at, d.ID+" max "+strconv.Itoa(k.max)+", found "+strconv.Itoa(count))
+	}
+	if k.sliced {
+		// Extensions are always resolved by url, sliced or not.
+		w.sliced(n, d, sd, di, assign, at)
+		return
+	}
+	for i, c := range n.Children {
+		if assign[i].d == di {
+			w.child(n, c, i, d, sd, assign[i].typ, at)
+		}
+	}
 }
 
 func where(sd *profile) string {
