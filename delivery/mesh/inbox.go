@@ -531,13 +531,18 @@ func (s *Store) Oldest(ctx context.Context, mailbox string) (time.Time, error) {
 
 // deletedAlready reports whether a DeleteMsg failed only because the
 // message was no longer there. nats.go answers that as
-// ErrMsgDeleteUnsuccessful with the server's "no message found" (error
-// 10057) flattened into the text, not as ErrMsgNotFound: a second
-// acknowledgement racing another node's, before this node's index heard of
-// the first, got a 500 for an idempotent call.
+// ErrMsgDeleteUnsuccessful with the server's error flattened into the
+// text, not as ErrMsgNotFound: "no message found" (10057) when the store
+// says so, "sequence N not found" (10043) when the removal found nothing
+// to remove. A second acknowledgement racing another node's, before this
+// node's index heard of the first, got a 500 for an idempotent call.
 func deletedAlready(err error) bool {
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return true
 	}
-	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "no message found")
+	if !errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
+		return false
+	}
+	text := err.Error()
+	return strings.Contains(text, "no message found") || strings.Contains(text, "err_code=10043")
 }

@@ -496,6 +496,17 @@ func TestDeletedAlready(t *testing.T) {
 	if err == nil || !deletedAlready(err) {
 		t.Fatalf("second delete: %v not recognised as already deleted", err)
 	}
+	// An interior message (others before and after it) answers another
+	// way.
+	for _, id := range []string{"m2", "m3", "m4"} {
+		store(t, ns.JS, "MB1", id, "CHANGEOFGP_1")
+	}
+	if err := s.stream.DeleteMsg(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.stream.DeleteMsg(ctx, 3); err == nil || !deletedAlready(err) {
+		t.Fatalf("second delete of an interior message: %v not recognised as already deleted", err)
+	}
 	if deletedAlready(errors.New("timeout")) || deletedAlready(nil) {
 		t.Fatal("other errors are not 'already deleted'")
 	}
