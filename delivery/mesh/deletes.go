@@ -107,7 +107,7 @@ func (s *Store) deleteBatch(ctx context.Context, older, newer []uint64, all bool
 		s.releaseHold(ctx)
 		floor := s.idx.floor()
 		below := func(seq uint64) bool { return seq < floor }
-		if anyOf(older, below) || anyOf(newer, below) {
+		if (anyOf(older, below) || anyOf(newer, below)) && s.sameStream(ctx) {
 			if err := s.stream.Purge(ctx, jetstream.WithPurgeSequence(floor)); err != nil {
 				s.log.Warn("purging acknowledged MESH messages; deleting them one by one", "below", floor, "err", err)
 			} else {
@@ -128,6 +128,14 @@ func (s *Store) deleteBatch(ctx context.Context, older, newer []uint64, all bool
 		}
 	}
 	return newer
+}
+
+// sameStream says whether the inbox stream is still the one the index was
+// built from: one deleted and made again under the running index (an
+// operator's doing) numbers new messages below the floor.
+func (s *Store) sameStream(ctx context.Context) bool {
+	info, err := s.stream.Info(ctx)
+	return err == nil && info.Created.UnixNano() == s.created.Load()
 }
 
 // releaseHold drops the index's first hold once its message is gone (an

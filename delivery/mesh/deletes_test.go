@@ -146,3 +146,30 @@ func waitStored(t *testing.T, s *Store, kept, acked map[uint64]bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestPurgeOnlyTheIndexedStream: an inbox stream deleted and made again
+// under a running index is not purged by the floor of the old one.
+func TestPurgeOnlyTheIndexedStream(t *testing.T) {
+	ns := testnats.Start(t, "")
+	ctx := context.Background()
+	s, err := NewStore(ctx, ns.JS, StreamConfig{SingleNode: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store(t, ns.JS, "MB1", "m1", "CHANGEOFGP_1")
+	runIndex(t, s)
+	if !s.sameStream(ctx) {
+		t.Fatal("the indexed stream is not recognised")
+	}
+	cfg := s.stream.CachedInfo().Config
+	if err := ns.JS.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // a later creation time
+	if _, err := ns.JS.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if s.sameStream(ctx) {
+		t.Fatal("a stream made again passes for the indexed one")
+	}
+}

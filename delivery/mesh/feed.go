@@ -144,6 +144,9 @@ func (s *Store) follow(ctx context.Context) error {
 		s.log.Warn("MESH inbox stream is not the one indexed; rebuilding the index")
 		s.idx.reset()
 	}
+	if s.idx.appliedSeq() == 0 {
+		s.created.Store(inboxInfo.Created.UnixNano())
+	}
 
 	gen := s.newGeneration()
 	acks := &feed{name: feedAcks, gen: gen, cursor: s.ackCursor.Load}

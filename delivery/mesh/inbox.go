@@ -145,6 +145,9 @@ type Store struct {
 	deferring bool // deferMu
 	// purges and singleDeletes count the deleter's requests.
 	purges, singleDeletes atomic.Int64
+	// created is the inbox stream's creation time (unix ns) when the
+	// index began from scratch: the deleter purges only that stream.
+	created atomic.Int64
 }
 
 // NewStore creates or updates the inbox and acknowledgement streams.
