@@ -7,7 +7,8 @@
 // inbox, so a crash in between, or a fan-out that re-runs after the inbox's
 // duplicate window, never brings an acknowledged message back. Both live in
 // JetStream, so an acknowledgement costs no fsync of its own and has the
-// same durability as the message it acknowledges.
+// same durability as the message it acknowledges. On a single node the
+// delete itself is done in the background, in bulk (deletes.go).
 //
 // Each node keeps an index of the unacknowledged messages in memory (id,
 // sequence, store time, workflow; no bodies), fed from both streams
