@@ -43,6 +43,10 @@ type elem struct {
 	// definition of its code.
 	typeProfs []*profile
 	baseProfs []*profile
+	// code0 and prof0 are Types[0].Code and its typeProfile, the answer
+	// for most elements, kept inline.
+	code0 string
+	prof0 *profile
 	// byType answers typeProfile for an element of many types (a choice
 	// such as Extension.value[x]) without comparing every type code.
 	byType map[string]*profile
@@ -191,6 +195,7 @@ func (v *Validator) compileElem(r *rules.Element, byID map[string]*elem) *elem {
 			}
 			e.baseProfs[i] = v.typeProfiles[t.Code]
 		}
+		e.code0, e.prof0 = r.Types[0].Code, v.typeProfile(e, r.Types[0].Code)
 		if len(r.Types) > byTypeMin {
 			e.byType = make(map[string]*profile, len(r.Types))
 			for _, t := range r.Types {
@@ -263,6 +268,9 @@ func (v *Validator) knownType(suffix string) bool {
 // type typ: its type profile when it has a known one (an extension
 // definition, SimpleQuantity), else the base definition of the type.
 func (v *Validator) typeProfile(def *elem, typ string) *profile {
+	if def.prof0 != nil && typ == def.code0 {
+		return def.prof0
+	}
 	if def.byType != nil {
 		if p, ok := def.byType[typ]; ok {
 			return p
