@@ -112,6 +112,7 @@ func (s *Store) deleteBatch(ctx context.Context, older, newer []uint64, all bool
 				s.log.Warn("purging acknowledged MESH messages; deleting them one by one", "below", floor, "err", err)
 			} else {
 				s.purges.Add(1)
+				s.metrics.deletes.WithLabelValues("purge").Inc()
 				older, newer = dropIf(older, below), dropIf(newer, below)
 			}
 		}
@@ -121,6 +122,7 @@ func (s *Store) deleteBatch(ctx context.Context, older, newer []uint64, all bool
 	}
 	for _, seq := range older {
 		s.singleDeletes.Add(1)
+		s.metrics.deletes.WithLabelValues("single").Inc()
 		if err := s.stream.DeleteMsg(ctx, seq); err != nil && !deletedAlready(err) {
 			// The message stays hidden here; the next start's check
 			// finishes its delete.

@@ -39,6 +39,8 @@ type indexMetrics struct {
 	ready         prometheus.Gauge
 	pending       *prometheus.GaugeVec
 	interruptions *prometheus.CounterVec
+	// deletes counts the background deleter's requests (deletes.go).
+	deletes *prometheus.CounterVec
 }
 
 func newIndexMetrics(reg prometheus.Registerer) *indexMetrics {
@@ -49,9 +51,11 @@ func newIndexMetrics(reg prometheus.Registerer) *indexMetrics {
 			Help: "Messages the MESH inbox index has yet to read, by feed (inbox, acks)."}, []string{"feed"}),
 		interruptions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ems_mesh_index_feed_interruptions_total",
 			Help: "Times a MESH inbox index feed was interrupted and resumed, by feed."}, []string{"feed"}),
+		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ems_mesh_delete_requests_total",
+			Help: "Requests of the single-node background deleter of acknowledged MESH messages: purge (every acknowledged message below the oldest indexed one) or single (one message)."}, []string{"how"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.ready, m.pending, m.interruptions)
+		reg.MustRegister(m.ready, m.pending, m.interruptions, m.deletes)
 	}
 	return m
 }
