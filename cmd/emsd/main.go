@@ -126,6 +126,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			log.Error("closing bbolt", "err", err)
 		}
 	})
+	trimCtx, stopTrim := context.WithCancel(ctx)
+	go trimBoltMap(trimCtx, db, defaultBoltResidentLimit, defaultBoltTrimEvery, log.With("component", "bbolt"))
+	down.add(stopTrim)
 	audit, stopAudit, err := publicAudit(ctx, cfg, db, log.With("component", "audit"))
 	if err != nil {
 		return err
