@@ -112,7 +112,7 @@ func getRecord(tx *bolt.Tx, id string) (*Record, error) {
 }
 
 func putRecord(tx *bolt.Tx, r *Record) error {
-	raw, err := json.Marshal(r)
+	raw, err := appendRecordJSON(nil, r) // json.Marshal's bytes, faster (recordjson.go)
 	if err != nil {
 		return err
 	}
