@@ -262,6 +262,24 @@ func slabSize(estimate int, lim Limits) int {
 // 128 elements instead of one per element.
 type nodeSlab struct{ buf []Node }
 
+// ptrSlab holds the Children slices of a parse: each finished element's
+// children are copied in as one exact-capacity slice, so a parse makes one
+// allocation per chunk instead of growing every element's slice one append
+// at a time.
+type ptrSlab struct{ buf []*Node }
+
+func (s *ptrSlab) copyOf(kids []*Node) []*Node {
+	if len(kids) == 0 {
+		return nil
+	}
+	if cap(s.buf)-len(s.buf) < len(kids) {
+		s.buf = make([]*Node, 0, max(256, len(kids)))
+	}
+	start := len(s.buf)
+	s.buf = append(s.buf, kids...)
+	return s.buf[start:len(s.buf):len(s.buf)]
+}
+
 func (s *nodeSlab) new() *Node {
 	if len(s.buf) == cap(s.buf) {
 		s.buf = make([]Node, 0, 128)

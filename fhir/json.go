@@ -62,20 +62,7 @@ type jsonParser struct {
 	// kids is a stack of children under construction; each finished
 	// object's run is copied into ptrs, a slab of exact-size slices.
 	kids []*Node
-	ptrs []*Node
-}
-
-// childSlice copies a finished child list into the pointer slab.
-func (p *jsonParser) childSlice(kids []*Node) []*Node {
-	if len(kids) == 0 {
-		return nil
-	}
-	if cap(p.ptrs)-len(p.ptrs) < len(kids) {
-		p.ptrs = make([]*Node, 0, max(256, len(kids)))
-	}
-	start := len(p.ptrs)
-	p.ptrs = append(p.ptrs, kids...)
-	return p.ptrs[start:len(p.ptrs):len(p.ptrs)]
+	ptrs ptrSlab
 }
 
 func (p *jsonParser) fail(format string, args ...any) *DecodeError {
@@ -313,7 +300,7 @@ func (p *jsonParser) object(n *Node, t *Type) error {
 			}
 		}
 	}
-	n.Children = p.childSlice(p.kids[base:])
+	n.Children = p.ptrs.copyOf(p.kids[base:])
 	p.kids = p.kids[:base]
 	sortChildren(n, t)
 	return nil
@@ -464,7 +451,7 @@ func (p *jsonParser) item(n *Node, s *slot, idx int, merge, ext, inArray bool) e
 		if err != nil {
 			return err
 		}
-		k.Children = p.childSlice([]*Node{r})
+		k.Children = p.ptrs.copyOf([]*Node{r})
 		return p.resource(r, c.Element)
 	default:
 		if p.peek() != '{' {

@@ -38,6 +38,9 @@ type frame struct {
 	// index is the position among same-named siblings when the parent's
 	// Children are not built yet (JSON decoding); -1 means look it up.
 	index int
+	// kids is where this element's children start in xmlParser.kids
+	// (XML decoding builds Children when the element closes).
+	kids int
 }
 
 type nsBinding struct{ prefix, uri string }
@@ -52,6 +55,11 @@ type xmlParser struct {
 	slab   nodeSlab
 	count  int
 	tokOff int
+	// kids is a stack of the children of the open elements, each run
+	// starting at its frame's kids mark; an element's run is copied into
+	// ptrs, as one exact-size slice, when it closes.
+	kids []*Node
+	ptrs ptrSlab
 }
 
 // ParseXML decodes a FHIR XML resource into a tree.
@@ -70,7 +78,9 @@ func ParseXML(data []byte, lim Limits) (*Node, error) {
 	p := &xmlParser{data: data, lim: lim.withDefaults()}
 	p.pos.data = data
 	// One node slab sized from the body: each element starts with '<'.
-	p.slab.buf = make([]Node, 0, slabSize(bytes.Count(data, []byte{'<'})+1, p.lim))
+	est := slabSize(bytes.Count(data, []byte{'<'})+1, p.lim)
+	p.slab.buf = make([]Node, 0, est)
+	p.ptrs.buf = make([]*Node, 0, est)
 	p.dec = newXMLScanner(data)
 	root, err := p.run()
 	if err != nil {
@@ -80,6 +90,15 @@ func ParseXML(data []byte, lim Limits) (*Node, error) {
 }
 
 func (p *xmlParser) fail(format string, args ...any) *DecodeError {
+	// The location needs the children of the open elements (a repeating
+	// element's index): give each its run so far.
+	for i := range p.stack {
+		end := len(p.kids)
+		if i+1 < len(p.stack) {
+			end = p.stack[i+1].kids
+		}
+		p.stack[i].node.Children = p.kids[p.stack[i].kids:end]
+	}
 	e := &DecodeError{Msg: fmt.Sprintf(format, args...)}
 	e.Line, e.Col = p.pos.at(p.tokOff)
 	e.Path = stackPath(p.stack)
@@ -144,9 +163,11 @@ func (p *xmlParser) run() (*Node, error) {
 			if t.Name.Space != top.rawSpace || t.Name.Local != top.rawLocal {
 				return nil, p.fail("end tag </%s> does not match <%s>", qname(t.Name), qname(xml.Name{Space: top.rawSpace, Local: top.rawLocal}))
 			}
+			top.node.Children = p.ptrs.copyOf(p.kids[top.kids:])
 			if err := p.end(top); err != nil {
 				return nil, err
 			}
+			p.kids = p.kids[:top.kids]
 			p.ns = p.ns[:top.nsMark]
 			p.stack = p.stack[:len(p.stack)-1]
 		case tokText:
@@ -289,7 +310,7 @@ func (p *xmlParser) start(t xml.StartElement) (*Node, error) {
 			if rt == nil || rt.Kind != KindResource || rt.Abstract {
 				return nil, p.fail("<%s> is not a FHIR STU3 resource type", local)
 			}
-			if len(parent.node.Children) > 0 {
+			if len(p.kids) > parent.kids {
 				return nil, p.fail("<%s> holds more than one resource", parent.node.Name)
 			}
 			n.Name, n.ResourceType = rt.Name, rt.Name
@@ -309,7 +330,8 @@ func (p *xmlParser) start(t xml.StartElement) (*Node, error) {
 			n.Name = c.Name
 			f.typ, f.el = c.Type, c.Element
 			if c.Type.Name == "xhtml" {
-				parent.node.Children = append(parent.node.Children, n)
+				p.kids = append(p.kids, n)
+				f.kids = len(p.kids)
 				p.stack = append(p.stack, f)
 				if err := p.xhtml(t, n); err != nil {
 					return nil, err
@@ -319,8 +341,9 @@ func (p *xmlParser) start(t xml.StartElement) (*Node, error) {
 				return n, nil
 			}
 		}
-		parent.node.Children = append(parent.node.Children, n)
+		p.kids = append(p.kids, n)
 	}
+	f.kids = len(p.kids)
 	p.stack = append(p.stack, f)
 	return n, p.attrs(t, &f)
 }
@@ -341,7 +364,7 @@ func (p *xmlParser) checkRepeat(parent *frame, c Child) error {
 		return nil
 	}
 	parent.runName, parent.runLen = c.Name, 1
-	for _, k := range parent.node.Children {
+	for _, k := range p.kids[parent.kids:] {
 		if k.Name == c.Name || (c.Element.Choice && sameElement(parent.typ, k.Name, c.Element)) {
 			return p.fail("%s occurs more than once but is not a repeating element", c.Name)
 		}
@@ -385,17 +408,17 @@ func (p *xmlParser) attrs(t xml.StartElement, f *frame) error {
 		if !ok || !c.Element.Attr {
 			return p.fail("attribute %s is not allowed on <%s>", a.Name.Local, n.Name)
 		}
-		for _, k := range n.Children {
+		for _, k := range p.kids[f.kids:] {
 			if k.Name == c.Name {
 				return p.fail("duplicate attribute %s", c.Name)
 			}
 		}
 		k := p.slab.new()
 		k.Name, k.Value, k.HasValue, k.Line, k.Col = c.Name, a.Value, true, n.Line, n.Col
-		n.Children = append(n.Children, k)
+		p.kids = append(p.kids, k)
 	}
-	if len(n.Children) == 2 && n.Children[0].Name == "url" { // keep id before url, as JSON sorting does
-		n.Children[0], n.Children[1] = n.Children[1], n.Children[0]
+	if kids := p.kids[f.kids:]; len(kids) == 2 && kids[0].Name == "url" { // keep id before url, as JSON sorting does
+		kids[0], kids[1] = kids[1], kids[0]
 	}
 	return nil
 }
