@@ -613,6 +613,32 @@ func isInCharacterRange(r rune) bool {
 }
 
 func (d *xmlScanner) nsname() (xml.Name, bool) {
+	// Fast path: an ASCII name starting with a letter, '_' or ':' and
+	// followed by an ASCII byte, which is every name FHIR writes. It ends
+	// where readName would, and what readXMLName would check (the first
+	// character) is checked here; anything else (a non-ASCII byte, the
+	// end of the input, a bad first character, a pending error) takes
+	// the decoder's path, which reports it.
+	if d.err == nil {
+		start, i, colon, colons := d.off, d.off, -1, 0
+		for i < len(d.data) && nameByte[d.data[i]] {
+			if d.data[i] == ':' {
+				colon = i
+				colons++
+			}
+			i++
+		}
+		if i > start && i < len(d.data) && d.data[i] < utf8.RuneSelf && nameStart(d.data[start]) {
+			d.off = i
+			switch {
+			case colons > 1:
+				return xml.Name{}, false
+			case colons == 0 || colon == start || colon == i-1:
+				return xml.Name{Local: d.str[start:i]}, true
+			}
+			return xml.Name{Space: d.str[start:colon], Local: d.str[colon+1 : i]}, true
+		}
+	}
 	s, ok := d.readXMLName()
 	if !ok {
 		return xml.Name{}, false
@@ -668,9 +694,20 @@ func (d *xmlScanner) readName() bool {
 	return true
 }
 
-func isNameByte(c byte) bool {
-	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' ||
-		c == '_' || c == ':' || c == '.' || c == '-'
+func isNameByte(c byte) bool { return nameByte[c] }
+
+// nameByte is isNameByte as a table, for the scanner's name loops.
+var nameByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' ||
+			c == '_' || c == ':' || c == '.' || c == '-'
+	}
+	return t
+}()
+
+// nameStart is the check isXMLName makes of an ASCII name's first byte.
+func nameStart(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '_' || c == ':'
 }
 
 // isXMLName is encoding/xml's isName. ASCII names, all that FHIR and its
@@ -690,8 +727,7 @@ func isXMLName(s []byte) bool {
 		}
 	}
 	if ascii {
-		c := s[0]
-		return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '_' || c == ':'
+		return nameStart(s[0])
 	}
 	probe := append(append([]byte{'<'}, bytes.ReplaceAll(s, []byte{':'}, []byte{'_'})...), '/', '>')
 	_, err := xml.NewDecoder(bytes.NewReader(probe)).RawToken()
