@@ -77,10 +77,15 @@ func ParseXML(data []byte, lim Limits) (*Node, error) {
 	}
 	p := &xmlParser{data: data, lim: lim.withDefaults()}
 	p.pos.data = data
-	// One node slab sized from the body: each element starts with '<'.
-	est := slabSize(bytes.Count(data, []byte{'<'})+1, p.lim)
+	// One node slab sized from the body: each element starts with '<' and
+	// most FHIR elements are empty (<x value=".."/>), so the start tags
+	// ('<' less "</") are close to the node count; more nodes (id and url
+	// attributes) take further chunks.
+	est := slabSize(bytes.Count(data, []byte{'<'})-bytes.Count(data, []byte("</"))+1, p.lim)
 	p.slab.buf = make([]Node, 0, est)
 	p.ptrs.buf = make([]*Node, 0, est)
+	p.stack = make([]frame, 0, 16)
+	p.kids = make([]*Node, 0, 64)
 	p.dec = newXMLScanner(data)
 	root, err := p.run()
 	if err != nil {
@@ -171,7 +176,7 @@ func (p *xmlParser) run() (*Node, error) {
 			p.ns = p.ns[:top.nsMark]
 			p.stack = p.stack[:len(p.stack)-1]
 		case tokText:
-			if len(bytes.TrimLeft(p.dec.text, " \t\r\n")) != 0 {
+			if !xmlSpace(p.dec.text) {
 				if len(p.stack) == 0 {
 					return nil, p.fail("text outside the root element")
 				}
@@ -199,6 +204,17 @@ func (p *xmlParser) run() (*Node, error) {
 		return nil, &DecodeError{Msg: "no root element"}
 	}
 	return root, nil
+}
+
+// xmlSpace reports whether text is only XML white space (what FHIR allows
+// between elements).
+func xmlSpace(text []byte) bool {
+	for _, c := range text {
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *xmlParser) syntaxError(err error) *DecodeError {
