@@ -406,6 +406,9 @@ func (d *xmlScanner) space() {
 func plainText(s []byte, quoted bool) (plain, ascii bool) {
 	ascii = true
 	for i, c := range s {
+		if plainByte[c] {
+			continue
+		}
 		switch {
 		case c == '&' || c == '\r':
 			return false, false
@@ -423,6 +426,15 @@ func plainText(s []byte, quoted bool) (plain, ascii bool) {
 // chars reads character data (quote < 0), a quoted attribute value (quote
 // is the quote byte) or a CDATA section's content, as Decoder.text does.
 // The result may alias the input.
+// plainByte marks the bytes plainText passes over without a second look:
+// ASCII other than '&', '>', and control characters except tab and newline.
+var plainByte = func() (t [256]bool) {
+	for c := range utf8.RuneSelf {
+		t[c] = c != '&' && c != '>' && (c >= 0x20 || c == '\t' || c == '\n')
+	}
+	return t
+}()
+
 func (d *xmlScanner) chars(quote int, cdata bool) []byte {
 	if !cdata && d.err == nil {
 		// Fast path: up to the delimiter with nothing to rewrite.
