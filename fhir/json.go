@@ -241,7 +241,7 @@ func (p *jsonParser) object(n *Node, t *Type) error {
 			if ext {
 				base = key[1:]
 			}
-			c, ok := t.children[string(base)]
+			c, ok := t.childBytes(base)
 			if !ok {
 				p.i = keyOff
 				e := p.fail("unknown property %q in %s", key, t.Name)

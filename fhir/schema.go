@@ -3,6 +3,8 @@ package fhir
 import (
 	_ "embed"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +67,14 @@ type Type struct {
 	// children maps every wire name (choice elements expanded:
 	// valueQuantity, valueString ...) to its definition and type.
 	children map[string]Child
+	// slots holds the same entries as an open-addressed table (linear
+	// probing, empty Name for a free slot, at most half full) indexed by
+	// childHash >> shift: a lookup per element of every parse, order check
+	// and walk, which a cheap hash of a few bytes serves faster than the
+	// map's hash of the whole name. The table is built from the schema
+	// alone, so no input can lengthen its probe sequences.
+	slots []Child
+	shift uint8
 }
 
 // Element is one child element definition.
@@ -111,11 +121,86 @@ type Child struct {
 // Child returns the definition of the child element with the given wire
 // name.
 func (t *Type) Child(name string) (Child, bool) {
-	if t == nil {
+	if t == nil || len(t.slots) == 0 || len(name) == 0 {
 		return Child{}, false
 	}
-	c, ok := t.children[name]
-	return c, ok
+	n := len(name)
+	mask := uint32(len(t.slots) - 1)
+	i := childHash(n, name[0], name[n/2], name[n-1]) >> t.shift
+	for {
+		c := &t.slots[i]
+		if c.Name == name {
+			return *c, true
+		}
+		if c.Name == "" {
+			return Child{}, false
+		}
+		i = (i + 1) & mask
+	}
+}
+
+// childBytes is Child for a name in a byte slice.
+func (t *Type) childBytes(name []byte) (Child, bool) {
+	if t == nil || len(t.slots) == 0 || len(name) == 0 {
+		return Child{}, false
+	}
+	n := len(name)
+	mask := uint32(len(t.slots) - 1)
+	i := childHash(n, name[0], name[n/2], name[n-1]) >> t.shift
+	for {
+		c := &t.slots[i]
+		if c.Name == string(name) {
+			return *c, true
+		}
+		if c.Name == "" {
+			return Child{}, false
+		}
+		i = (i + 1) & mask
+	}
+}
+
+// childHash hashes a wire name from its length and three of its bytes
+// (names of one type differ in length or in one of them far more often
+// than not: valueString, valueQuantity); the top bits of the product,
+// shifted by Type.shift, index the slot table.
+func childHash(n int, first, mid, last byte) uint32 {
+	h := uint32(n) | uint32(first)<<8 | uint32(mid)<<16 | uint32(last)<<24
+	return h * 0x9E3779B1
+}
+
+// buildSlots fills the slot table from children, at most half full, and
+// doubles it while some name needs more than a few probes.
+func (t *Type) buildSlots() {
+	if len(t.children) == 0 {
+		return
+	}
+	// In name order, so that the table is the same on every start.
+	names := slices.Sorted(maps.Keys(t.children))
+	bits := uint8(1)
+	for 1<<bits < 2*len(t.children) {
+		bits++
+	}
+	for ; ; bits++ {
+		slots := make([]Child, 1<<bits)
+		mask := uint32(len(slots) - 1)
+		worst := 0
+		for _, name := range names {
+			c := t.children[name]
+			n := len(name)
+			i := childHash(n, name[0], name[n/2], name[n-1]) >> (32 - bits)
+			probes := 1
+			for slots[i].Name != "" {
+				i = (i + 1) & mask
+				probes++
+			}
+			slots[i] = c
+			worst = max(worst, probes)
+		}
+		if worst <= 4 || bits >= 12 {
+			t.slots, t.shift = slots, 32-bits
+			return
+		}
+	}
 }
 
 // Schema is the compiled STU3 element table.
@@ -314,6 +399,7 @@ func parseSchema(src string) (*Schema, error) {
 				t.children[name] = Child{Name: name, Element: e, Type: e.types[i], TypeCode: code}
 			}
 		}
+		t.buildSlots()
 	}
 	return s, nil
 }

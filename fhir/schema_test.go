@@ -157,3 +157,24 @@ func TestWalkSplitRuns(t *testing.T) {
 		t.Fatalf("order issues %v", got)
 	}
 }
+
+// TestChildSlots checks the slot table behind Type.Child against the map it
+// is built from, for every wire name of every type and for near misses.
+func TestChildSlots(t *testing.T) {
+	for _, typ := range STU3().types {
+		for name := range typ.children {
+			misses := []string{name[:len(name)-1], name + "x", name[:len(name)-1] + "_", "_" + name[1:], strings.ToUpper(name)}
+			for _, probe := range append(misses, name) {
+				want, wantOK := typ.children[probe]
+				got, ok := typ.Child(probe)
+				gotB, okB := typ.childBytes([]byte(probe))
+				if ok != wantOK || got != want || okB != wantOK || gotB != want {
+					t.Fatalf("%s.Child(%q) = %v %v, bytes %v %v; want %v %v", typ.Name, probe, got, ok, gotB, okB, want, wantOK)
+				}
+			}
+		}
+		if _, ok := typ.Child(""); ok {
+			t.Fatalf("%s.Child(\"\") found", typ.Name)
+		}
+	}
+}
