@@ -178,3 +178,28 @@ func TestChildSlots(t *testing.T) {
 		}
 	}
 }
+
+// TestSortElementsNested sorts a tree whose root and a child are both out of
+// order: the walk must descend into the moved children by their own types.
+func TestSortElementsNested(t *testing.T) {
+	n, err := ParseXML([]byte(`<Patient xmlns="http://hl7.org/fhir"><gender value="male"/><active value="true"/><name><given value="A"/><family value="B"/></name></Patient>`), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(CheckElementOrder(n)) == 0 {
+		t.Fatal("no order issues before sorting")
+	}
+	SortElements(n)
+	if is := CheckElementOrder(n); len(is) != 0 {
+		t.Fatalf("order issues after sorting: %v", is)
+	}
+	var names []string
+	Walk(n, func(k *Node, loc Path, _ *Element, _ *Type) bool {
+		names = append(names, loc.String())
+		return true
+	})
+	want := "Patient Patient.active Patient.name[0] Patient.name[0].family Patient.name[0].given[0] Patient.gender"
+	if got := strings.Join(names, " "); got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
