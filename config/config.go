@@ -140,6 +140,11 @@ type EventsStream struct {
 type Bbolt struct {
 	// Path defaults to <data_dir>/ems.db.
 	Path string `yaml:"path"`
+	// ResidentLimit bounds the pages of the database file emsd keeps
+	// mapped: past it (checked each second) the map's pages are released
+	// with MADV_DONTNEED. They stay in the page cache, so a later read is
+	// a minor fault without I/O. 0 keeps every page touched mapped.
+	ResidentLimit ByteSize `yaml:"resident_limit"`
 }
 
 // Publish configures the publish ($process-message) endpoint.
@@ -248,6 +253,7 @@ func Default() Config {
 				Replicas:        1,
 			},
 		},
+		Bbolt: Bbolt{ResidentLimit: 96 << 20},
 		Publish: Publish{
 			MaxBodyBytes:     3 << 20,
 			AllowJSON:        true,

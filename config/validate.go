@@ -66,6 +66,7 @@ func (c Config) Validate() error {
 	if c.Bbolt.Path != "" && strings.HasSuffix(c.Bbolt.Path, "/") {
 		v.add("bbolt.path", "must name a file, got directory %q", c.Bbolt.Path)
 	}
+	v.nonNegativeSize("bbolt.resident_limit", c.Bbolt.ResidentLimit)
 
 	v.positiveSize("publish.max_body_bytes", c.Publish.MaxBodyBytes)
 	if c.Publish.MaxIssues <= 0 {

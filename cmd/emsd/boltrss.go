@@ -12,11 +12,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Default bounds of the bbolt map's resident pages (trimBoltMap).
-const (
-	defaultBoltResidentLimit = 96 << 20
-	defaultBoltTrimEvery     = time.Second
-)
+// boltTrimEvery is how often the map's resident pages are checked against
+// bbolt.resident_limit (trimBoltMap).
+const boltTrimEvery = time.Second
 
 // trimBoltMap keeps the pages of db's read-only file map that emsd has
 // touched from piling up in its resident set. Every page a read touches

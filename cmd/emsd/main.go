@@ -126,9 +126,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			log.Error("closing bbolt", "err", err)
 		}
 	})
-	trimCtx, stopTrim := context.WithCancel(ctx)
-	go trimBoltMap(trimCtx, db, defaultBoltResidentLimit, defaultBoltTrimEvery, log.With("component", "bbolt"))
-	down.add(stopTrim)
+	if limit := int64(cfg.Bbolt.ResidentLimit); limit > 0 {
+		trimCtx, stopTrim := context.WithCancel(ctx)
+		go trimBoltMap(trimCtx, db, limit, boltTrimEvery, log.With("component", "bbolt"))
+		down.add(stopTrim)
+	}
 	audit, stopAudit, err := publicAudit(ctx, cfg, db, log.With("component", "audit"))
 	if err != nil {
 		return err
