@@ -58,14 +58,14 @@ func walk(n *Node, loc Path, el *Element, t *Type, fn WalkFunc) {
 // Trees from ParseJSON are always in order.
 func CheckElementOrder(root *Node) []Issue {
 	var out []Issue
-	walkLazy(root, func(n *Node, t *Type, stack []frame, kids []Child) {
+	walkLazy(root, func(n *Node, t *Type, stack []frame) {
 		if t.Kind == KindContainer || len(n.Children) < 2 {
 			return
 		}
 		maxOrder, last := -1, -1
-		for i, k := range n.Children {
-			c := kids[i]
-			if c.Element == nil || c.Element.Attr {
+		for _, k := range n.Children {
+			c, ok := t.Child(k.Name)
+			if !ok || c.Element.Attr {
 				continue
 			}
 			o := c.Element.Order
@@ -85,12 +85,8 @@ func CheckElementOrder(root *Node) []Issue {
 
 // walkLazy visits every node whose type is known, passing the stack of
 // frames from the root instead of a location, so that a check that rarely
-// reports pays for location text only when it does (stackPath), and the
-// definitions of the node's children (kids[i] is n.Children[i]'s, the zero
-// Child when unknown or when n is a container), which the walk looks up
-// once for fn and for its own descent (fn may reorder n.Children; kids is
-// then stale and the descent looks the moved ones up again).
-func walkLazy(root *Node, fn func(n *Node, t *Type, stack []frame, kids []Child)) {
+// reports pays for location text only when it does (stackPath).
+func walkLazy(root *Node, fn func(n *Node, t *Type, stack []frame)) {
 	if root == nil || root.ResourceType == "" {
 		return
 	}
@@ -99,15 +95,11 @@ func walkLazy(root *Node, fn func(n *Node, t *Type, stack []frame, kids []Child)
 		return
 	}
 	stack := make([]frame, 0, 16)
-	// res holds the children's definitions of every open node, each run
-	// starting at its node's mark.
-	var res []Child
 	var visit func(n *Node, t *Type, el *Element)
 	visit = func(n *Node, t *Type, el *Element) {
 		stack = append(stack, frame{node: n, el: el, index: -1})
-		mark := len(res)
+		fn(n, t, stack)
 		if t.Kind == KindContainer {
-			fn(n, t, stack, nil)
 			for _, r := range n.Children {
 				if rt := LookupType(r.ResourceType); rt != nil {
 					visit(r, rt, nil)
@@ -115,21 +107,11 @@ func walkLazy(root *Node, fn func(n *Node, t *Type, stack []frame, kids []Child)
 			}
 		} else {
 			for _, k := range n.Children {
-				c, _ := t.Child(k.Name)
-				res = append(res, c)
-			}
-			fn(n, t, stack, res[mark:])
-			for i, k := range n.Children {
-				c := res[mark+i]
-				if c.Name != k.Name { // fn reordered the children (SortElements)
-					c, _ = t.Child(k.Name)
-				}
-				if c.Type != nil {
+				if c, ok := t.Child(k.Name); ok && c.Type != nil {
 					visit(k, c.Type, c.Element)
 				}
 			}
 		}
-		res = res[:mark]
 		stack = stack[:len(stack)-1]
 	}
 	visit(root, rt, nil)
@@ -178,7 +160,7 @@ func typeLabel(t *Type) string {
 // keeping their relative order), as ParseJSON does. The broker can use it to
 // forward a publisher's out-of-order XML in valid order.
 func SortElements(root *Node) {
-	walkLazy(root, func(n *Node, t *Type, _ []frame, _ []Child) {
+	walkLazy(root, func(n *Node, t *Type, _ []frame) {
 		if t.Kind != KindContainer && len(n.Children) > 1 {
 			sortChildren(n, t)
 		}
