@@ -26,6 +26,8 @@ func ParseJSON(data []byte, lim Limits) (*Node, error) {
 		return nil, e
 	}
 	p := &jsonParser{data: data, lim: lim.withDefaults(), src: string(data)}
+	p.stack = make([]frame, 0, 16)
+	p.kids = make([]*Node, 0, 64)
 	p.pos.data = data
 	// One slab sized from the body: every element starts with a key or
 	// follows a comma, so this bounds the node count from above.
