@@ -54,6 +54,11 @@ type Options struct {
 	Concurrency   func(endpoint string) int
 	Breaker       BreakerConfig
 	FanoutWorkers int
+	// EventRetention is how long the events stream keeps an event (0:
+	// unknown). Mailbox acknowledgements are remembered as long: a fan-out
+	// can only run again for an event still stored, and each remembered
+	// acknowledgement costs the server memory (docs/memory.md).
+	EventRetention time.Duration
 	// Pace, when set, admits fan-out work (FanoutOptions.Pace).
 	Pace     Pacer
 	Replicas int
@@ -102,7 +107,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	// Without lanes this is the only node: acknowledged messages can be
 	// deleted in the background (mesh.StreamConfig.SingleNode).
-	meshStore, err := mesh.NewStore(ctx, meshJS, mesh.StreamConfig{Replicas: o.Replicas, SingleNode: o.Lanes == nil,
+	meshStore, err := mesh.NewStore(ctx, meshJS, mesh.StreamConfig{Replicas: o.Replicas, SingleNode: o.Lanes == nil, AckRetention: o.EventRetention,
 		Logger: o.Logger.With("component", "mesh"), Registerer: o.Registerer})
 	if err != nil {
 		return nil, err

@@ -112,6 +112,7 @@ func TestPublishEndToEnd(t *testing.T) {
 	want["85c8a1c5-a8a1-41c9-bb99-20956fa66218"] = published{event: "vaccinations-1", nhs: "9912003888", contentType: "application/fhir+xml"}
 
 	checkStream(t, e.natsURL(), want)
+	checkAckRetention(t, e.natsURL())
 
 	// A 202 survives SIGKILL: publish, kill at once, restart, find it.
 	body, id, nhs := withNewID(t, fixture(t, "nems-examples/newborn-hearing-1-new.xml"), fhir.FormatXML)
@@ -120,6 +121,35 @@ func TestPublishEndToEnd(t *testing.T) {
 	e.kill()
 	e.start()
 	checkStream(t, e.natsURL(), want)
+}
+
+// checkAckRetention expects mailbox acknowledgements to be remembered
+// exactly as long as events are kept: no less, or a re-run fan-out of a
+// stored event could deliver again; no more, since each costs memory.
+func checkAckRetention(t *testing.T, url string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ages := map[string]time.Duration{}
+	for _, name := range []string{"EMS_EVENTS", "EMS_MESH_ACKS"} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ages[name] = s.CachedInfo().Config.MaxAge
+	}
+	if ages["EMS_EVENTS"] == 0 || ages["EMS_MESH_ACKS"] != ages["EMS_EVENTS"] {
+		t.Fatalf("acknowledgements kept %v, events %v: want the same, non-zero", ages["EMS_MESH_ACKS"], ages["EMS_EVENTS"])
+	}
 }
 
 // checkStream reads the whole events stream and expects exactly the wanted

@@ -75,10 +75,12 @@ func startDelivery(ctx context.Context, cfg config.Config, js, meshJS jetstream.
 			Window: d.Breaker.Window, FailurePercent: d.Breaker.FailurePercent},
 		FanoutWorkers: d.FanoutWorkers,
 		Pace:          gate,
-		Replicas:      cfg.NATS.EventsStream.Replicas,
-		Lanes:         deliveryLanes(cfg), // one node per endpoint lane in a cluster (docs/cluster.md)
-		Registerer:    reg,
-		Logger:        log,
+		// Acknowledgements need outlive only the events they could repeat.
+		EventRetention: cfg.NATS.EventsStream.Retention,
+		Replicas:       cfg.NATS.EventsStream.Replicas,
+		Lanes:          deliveryLanes(cfg), // one node per endpoint lane in a cluster (docs/cluster.md)
+		Registerer:     reg,
+		Logger:         log,
 	})
 	if err != nil {
 		return nil, err

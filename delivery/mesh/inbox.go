@@ -99,7 +99,9 @@ type StreamConfig struct {
 	// DuplicateWindow bounds JetStream's de-duplication of re-run fan-outs.
 	DuplicateWindow time.Duration
 	// AckRetention is how long acknowledgements are remembered (default
-	// 30 days): a fan-out re-run later than that could deliver again.
+	// 30 days): a fan-out re-run later than that could deliver again, so
+	// it should be at least the events stream's retention, and need be no
+	// more (each one costs nats-server ~90 bytes of memory while kept).
 	AckRetention time.Duration
 	// Logger reports the index feeds' restarts and lag; zero value
 	// discards.
