@@ -249,7 +249,7 @@ func Default() Config {
 			EventsStream: EventsStream{
 				Name:            "EMS_EVENTS",
 				Retention:       168 * time.Hour,
-				DuplicateWindow: 24 * time.Hour,
+				DuplicateWindow: time.Hour,
 				Replicas:        1,
 			},
 		},

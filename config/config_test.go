@@ -39,7 +39,7 @@ func TestDefaultIsValid(t *testing.T) {
 		{"nats.embedded.sync_interval", c.NATS.Embedded.SyncInterval, 2 * time.Minute},
 		{"nats.events_stream.name", c.NATS.EventsStream.Name, "EMS_EVENTS"},
 		{"nats.events_stream.retention", c.NATS.EventsStream.Retention, 168 * time.Hour},
-		{"nats.events_stream.duplicate_window", c.NATS.EventsStream.DuplicateWindow, 24 * time.Hour},
+		{"nats.events_stream.duplicate_window", c.NATS.EventsStream.DuplicateWindow, time.Hour},
 		{"nats.events_stream.replicas", c.NATS.EventsStream.Replicas, 1},
 		{"nats.events_stream.max_bytes", c.NATS.EventsStream.MaxBytes, ByteSize(0)},
 		{"bbolt.path", c.Bbolt.Path, filepath.Join("ems-data", "ems.db")},
@@ -104,7 +104,7 @@ func TestLoadGoodFiles(t *testing.T) {
 			if c.NATS.Embedded.Sync != SyncAlways || c.NATS.Embedded.MaxStore != 10<<30 || c.NATS.Embedded.ClientListen != "127.0.0.1:4222" {
 				t.Errorf("embedded = %+v", c.NATS.Embedded)
 			}
-			if c.NATS.EventsStream.Retention != 720*time.Hour || c.NATS.EventsStream.DuplicateWindow != 24*time.Hour {
+			if c.NATS.EventsStream.Retention != 720*time.Hour || c.NATS.EventsStream.DuplicateWindow != time.Hour {
 				t.Errorf("events_stream = %+v", c.NATS.EventsStream)
 			}
 			if c.Publish.MaxBodyBytes != 1<<20 || c.Publish.CheckNHSNumber || !c.Publish.AllowJSON {
