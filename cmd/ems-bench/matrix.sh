@@ -16,11 +16,13 @@ for round in $(seq 1 "$rounds"); do
     # End to end, flat out: accepted events/s and the time until every
     # delivery has been read and acknowledged.
     "$out/ems-bench" "${common[@]}" --sync "$sync" --duration 8s --warmup 3s --drain-timeout 150s \
+      --cpuprofile "$out/flat-$sync-$round.pprof" --mem-trace "$out/flat-$sync-$round.mem.csv" \
       --json "$out/flat-$sync-$round.json" > "$out/flat-$sync-$round.txt" 2>&1
     # Publish latency at 1,000 events/s for 60 s with delivery running (the
     # backlog is not waited for; the baseline's latency at the same rate
     # settles in 15 s).
     "$out/ems-bench" "${common[@]}" --sync "$sync" --rate 1000 --duration 60s --baseline-duration 15s --warmup 3s --drain-timeout 1s \
+      --mem-trace "$out/rate1000-$sync-$round.mem.csv" \
       --json "$out/rate1000-$sync-$round.json" > "$out/rate1000-$sync-$round.txt" 2>&1
   done
 done
