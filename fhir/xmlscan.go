@@ -400,10 +400,10 @@ func (d *xmlScanner) space() {
 	}
 }
 
-// plain reports whether s needs none of text's rewriting: no entity,
-// no carriage return, and (outside quotes) no "]]>"; every byte is in
+// plainText reports whether character data s needs none of text's
+// rewriting: no entity, no carriage return and no "]]>"; every byte is in
 // the XML character range (multi-byte runes are checked by the caller).
-func plainText(s []byte, quoted bool) (plain, ascii bool) {
+func plainText(s []byte) (plain, ascii bool) {
 	ascii = true
 	for i, c := range s {
 		if plainByte[c] {
@@ -412,7 +412,7 @@ func plainText(s []byte, quoted bool) (plain, ascii bool) {
 		switch {
 		case c == '&' || c == '\r':
 			return false, false
-		case c == '>' && !quoted && i >= 2 && s[i-1] == ']' && s[i-2] == ']':
+		case c == '>' && i >= 2 && s[i-1] == ']' && s[i-2] == ']':
 			return false, false
 		case c < 0x20 && c != '\t' && c != '\n':
 			return false, false
@@ -435,26 +435,53 @@ var plainByte = func() (t [256]bool) {
 	return t
 }()
 
+// attrByte marks the bytes a quoted attribute value's fast path passes
+// over: plainByte's, and '>', which needs no escaping inside quotes, but
+// not the quotes themselves or '<'.
+var attrByte = func() (t [256]bool) {
+	t = plainByte
+	t['>'] = true
+	t['"'], t['\''], t['<'] = false, false, false
+	return t
+}()
+
 func (d *xmlScanner) chars(quote int, cdata bool) []byte {
-	if !cdata && d.err == nil {
-		// Fast path: up to the delimiter with nothing to rewrite.
+	if quote >= 0 && d.err == nil {
+		// Fast path for an attribute value, short as a rule: one pass to
+		// the closing quote over bytes that need no rewriting. Anything
+		// else ('<', '&', '\r', a control character, no closing quote)
+		// is left to slowChars, which rewrites or reports it.
 		rest := d.data[d.off:]
-		var end int
-		if quote >= 0 {
-			end = bytes.IndexByte(rest, byte(quote))
-			if lt := bytes.IndexByte(rest, '<'); lt >= 0 && (end < 0 || lt < end) {
-				end = -1
+		q, ascii := byte(quote), true
+		for i, c := range rest {
+			if attrByte[c] {
+				continue
 			}
-		} else {
-			end = bytes.IndexByte(rest, '<')
-		}
-		if end >= 0 {
-			seg := rest[:end]
-			if plain, ascii := plainText(seg, quote >= 0); plain && (ascii || validChars(seg)) {
-				d.off += end
-				if quote >= 0 {
-					d.off++ // the closing quote
+			switch {
+			case c == q:
+				seg := rest[:i]
+				if !ascii && !validChars(seg) {
+					return d.slowChars(quote, cdata)
 				}
+				d.off += i + 1
+				return seg
+			case c == '"' || c == '\'':
+				continue // the other quote
+			case c >= utf8.RuneSelf:
+				ascii = false
+				continue
+			}
+			break
+		}
+		return d.slowChars(quote, cdata)
+	}
+	if !cdata && d.err == nil {
+		// Fast path for text: up to the next '<' with nothing to rewrite.
+		rest := d.data[d.off:]
+		if end := bytes.IndexByte(rest, '<'); end >= 0 {
+			seg := rest[:end]
+			if plain, ascii := plainText(seg); plain && (ascii || validChars(seg)) {
+				d.off += end
 				return seg
 			}
 		}

@@ -107,3 +107,18 @@ func BenchmarkXMLScannerWalk(b *testing.B) {
 		}
 	}
 }
+
+// TestXMLScannerAttrValues covers the one-pass attribute value path: the
+// other quote, '>' and non-ASCII inside a value, and every byte that sends
+// it to the decoder's path, each compared with encoding/xml.
+func TestXMLScannerAttrValues(t *testing.T) {
+	for _, c := range []string{
+		`<a b='x"y'/>`, `<a b="x'y"/>`, `<a b="é"/>`, `<a b="a>b>"/>`, `<a b=""/>`, `<a b=''/>`, "<a b=\"\xff\"/>",
+		"<a b=\"\xc3\"/>", "<a b=\"x\ty\nz\"/>", "<a b=\"x\x7fy\"/>", "<a b=\"\uFFFE\"/>", `<a b="x&amp;y"/>`, `<a b="x`,
+		"<a b=\"x\x00\"/>", `<a b="x<"/>`, `<a b="1" c='2' d="é'"/>`,
+	} {
+		if d := scanDiff([]byte(c)); d != "" {
+			t.Errorf("%q: %s", c, d)
+		}
+	}
+}
