@@ -123,22 +123,30 @@ func TestPublishEndToEnd(t *testing.T) {
 	checkStream(t, e.natsURL(), want)
 }
 
-// checkAckRetention expects mailbox acknowledgements to be remembered
-// exactly as long as events are kept: no less, or a re-run fan-out of a
-// stored event could deliver again; no more, since each costs memory.
-func checkAckRetention(t *testing.T, url string) {
+// jetStreamAt connects to the NATS server at url for the rest of the test,
+// with a context that bounds the checks made through it.
+func jetStreamAt(t *testing.T, url string) (jetstream.JetStream, context.Context) {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
+	return js, ctx
+}
+
+// checkAckRetention expects mailbox acknowledgements to be remembered
+// exactly as long as events are kept: no less, or a re-run fan-out of a
+// stored event could deliver again; no more, since each costs memory.
+func checkAckRetention(t *testing.T, url string) {
+	t.Helper()
+	js, ctx := jetStreamAt(t, url)
 	ages := map[string]time.Duration{}
 	for _, name := range []string{"EMS_EVENTS", "EMS_MESH_ACKS"} {
 		s, err := js.Stream(ctx, name)
@@ -156,17 +164,7 @@ func checkAckRetention(t *testing.T, url string) {
 // messages, each once, on the right subject with the right headers.
 func checkStream(t *testing.T, url string, want map[string]published) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	js, ctx := jetStreamAt(t, url)
 	stream, err := js.Stream(ctx, "EMS_EVENTS")
 	if err != nil {
 		t.Fatal(err)
