@@ -104,6 +104,17 @@ func (d *xmlScanner) getc() (byte, bool) {
 }
 
 func (d *xmlScanner) mustgetc() (byte, bool) {
+	// The common case, small enough to inline into the scanner's loops.
+	if d.err == nil && d.off < len(d.data) {
+		b := d.data[d.off]
+		d.off++
+		return b, true
+	}
+	return d.mustgetcEnd()
+}
+
+// mustgetcEnd is mustgetc at the end of the input or after an error.
+func (d *xmlScanner) mustgetcEnd() (byte, bool) {
 	b, ok := d.getc()
 	if !ok && d.err == io.EOF {
 		d.err = d.syntaxError("unexpected EOF")
