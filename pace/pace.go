@@ -30,9 +30,13 @@ import (
 
 // Options configure a Gate.
 type Options struct {
-	// Target is the publish latency the gate defends: a tick in which more
-	// than one request in twenty took longer lowers the level (default
-	// 10ms).
+	// Target is the publish latency the gate defends, above the fastest
+	// publish of the last few seconds (the floor: what a publish costs
+	// here with nothing in its way, a disk's fsync for one): a tick in
+	// which more than one request in twenty took longer than floor +
+	// Target lowers the level (default 10ms). Measuring from the floor
+	// keeps a slow disk, which holding delivery back cannot speed up, from
+	// holding delivery back for ever.
 	Target time.Duration
 	// MinLevel is the least delivery is held to while publishing is busy:
 	// the fraction of the wall clock one unit at a time may take, in
@@ -70,12 +74,22 @@ type Gate struct {
 	restUntil time.Time       // level < 1: when the next unit may start
 	tickStart time.Time
 	published int // requests ended in this tick
-	slow      int // of which slower than Target
+	slow      int // of which slower than floor + Target
+	fastest   time.Duration
+	// floors are the fastest publish of each of the last len(floors)
+	// ticks; floor is their minimum.
+	floors [floorTicks]time.Duration
+	nextFl int
+	floor  time.Duration
 
 	levelGauge prometheus.Gauge
 	waited     prometheus.Histogram
 	admitted   *prometheus.CounterVec
 }
+
+// floorTicks is how many ticks the floor remembers (5 s at the default
+// tick).
+const floorTicks = 50
 
 // New returns a gate.
 func New(o Options) (*Gate, error) {
@@ -173,11 +187,22 @@ func (g *Gate) observe(now time.Time, took time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.published++
-	if took > g.o.Target {
+	if took > g.floor+g.o.Target {
 		g.slow++
+	}
+	if g.fastest == 0 || took < g.fastest {
+		g.fastest = took
 	}
 	if now.Sub(g.tickStart) < g.o.Tick {
 		return
+	}
+	g.floors[g.nextFl] = g.fastest
+	g.nextFl = (g.nextFl + 1) % floorTicks
+	g.floor = 0
+	for _, f := range g.floors {
+		if f > 0 && (g.floor == 0 || f < g.floor) {
+			g.floor = f
+		}
 	}
 	if g.slow*20 > g.published {
 		g.level = max(g.o.MinLevel, g.level/2)
@@ -187,7 +212,7 @@ func (g *Gate) observe(now time.Time, took time.Duration) {
 		g.level = min(float64(g.o.MaxLevel), g.level+1)
 	}
 	g.levelGauge.Set(g.level)
-	g.tickStart, g.published, g.slow = now, 0, 0
+	g.tickStart, g.published, g.slow, g.fastest = now, 0, 0, 0
 	g.wakeLocked()
 }
 

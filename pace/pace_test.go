@@ -266,3 +266,42 @@ func TestHandlersMarkAndYield(t *testing.T) {
 		t.Fatal("delivery request not served after the turn was freed")
 	}
 }
+
+// A disk that makes every publish slow is not a reason to hold delivery
+// back: slowness is measured from the fastest recent publish.
+func TestLevelMeasuresFromTheFloor(t *testing.T) {
+	c := &clock{t: time.Unix(1_000_000, 0)}
+	g := newGate(t, Options{MaxLevel: 4, Target: 10 * time.Millisecond, Tick: time.Hour, Now: c.now})
+	tick := func(took ...time.Duration) {
+		for _, d := range took {
+			done := g.Publishing()
+			c.add(d)
+			done()
+		}
+		c.add(time.Hour)
+		done := g.Publishing()
+		c.add(25 * time.Millisecond) // the tick's closing request, as slow as the disk
+		done()
+	}
+	slowDisk := make([]time.Duration, 100)
+	for i := range slowDisk {
+		slowDisk[i] = 25 * time.Millisecond
+	}
+	tick(slowDisk...) // learns the floor; the level may drop once
+	start := g.Level()
+	for range 5 {
+		tick(slowDisk...)
+	}
+	if got := g.Level(); got < start {
+		t.Fatalf("every publish 25ms (the floor): level fell from %v to %v", start, got)
+	}
+	contended := append([]time.Duration{}, slowDisk...)
+	for i := range 10 {
+		contended[i] = 60 * time.Millisecond // floor + 35ms
+	}
+	before := g.Level()
+	tick(contended...)
+	if got := g.Level(); got >= before {
+		t.Fatalf("one in ten 35ms above the floor: level %v, want below %v", got, before)
+	}
+}
