@@ -36,8 +36,8 @@ type Yield struct {
 	Enabled bool `yaml:"enabled"`
 	// PublishLatency is the publish latency delivery gives way to defend,
 	// above the fastest publish of the last few seconds: while more than
-	// one publish request in twenty takes longer, delivery is held back
-	// further.
+	// one publish request in a hundred takes longer, delivery is held
+	// back further.
 	PublishLatency time.Duration `yaml:"publish_latency"`
 	// MinShare is the least delivery is held to while publishing is busy:
 	// the share of the time one unit of delivery work at a time may take,

@@ -9,9 +9,10 @@
 // Go's scheduler has no priorities, so the Gate works by admission, and
 // adapts to what the machine can do rather than to a fixed share: every
 // tenth of a second in which publishing is busy it looks at how many
-// publish requests took longer than a target, and moves a level up or down
-// (additive increase, multiplicative decrease, as TCP does for a congestion
-// window). A level of n ≥ 1 lets n units of delivery work run at once; a
+// publish requests took longer than a target, and moves a level (additive
+// increase after a second without slow requests, multiplicative decrease
+// at once, as TCP does for a congestion window; publishing that resumes
+// after a quiet spell starts it from one). A level of n ≥ 1 lets n units of delivery work run at once; a
 // level below 1 lets one unit run at a time and rests after it, so that
 // delivery takes that fraction of the wall clock. When publishing is quiet
 // nothing is held back.
@@ -33,8 +34,8 @@ type Options struct {
 	// Target is the publish latency the gate defends, above the fastest
 	// publish of the last few seconds (the floor: what a publish costs
 	// here with nothing in its way, a disk's fsync for one): a tick in
-	// which more than one request in twenty took longer than floor +
-	// Target lowers the level (default 10ms). Measuring from the floor
+	// which more than one request in a hundred took longer than floor +
+	// Target halves the level (default 10ms). Measuring from the floor
 	// keeps a slow disk, which holding delivery back cannot speed up, from
 	// holding delivery back for ever.
 	Target time.Duration
@@ -76,6 +77,7 @@ type Gate struct {
 	published int // requests ended in this tick
 	slow      int // of which slower than floor + Target
 	fastest   time.Duration
+	goodTicks int // ticks in a row without too many slow requests
 	// floors are the fastest publish of each of the last len(floors)
 	// ticks; floor is their minimum.
 	floors [floorTicks]time.Duration
@@ -86,6 +88,12 @@ type Gate struct {
 	waited     prometheus.Histogram
 	admitted   *prometheus.CounterVec
 }
+
+// raiseAfter is how many good ticks in a row raise the level: one bad
+// tick lowers it. Measured at 1,000 events/s (BENCHMARKS.md), raising it
+// every good tick let delivery back in bursts that cost the p99 five times
+// over.
+const raiseAfter = 10
 
 // floorTicks is how many ticks the floor remembers (5 s at the default
 // tick).
@@ -171,6 +179,16 @@ func (g *Gate) Publishing() (done func()) {
 	if g == nil {
 		return func() {}
 	}
+	if !g.Busy() {
+		// Publishing resumes: delivery may have been running freely, so
+		// it starts again from one unit at a time rather than from where
+		// it was when publishing last went quiet.
+		g.mu.Lock()
+		g.level = min(g.level, 1)
+		g.levelGauge.Set(g.level)
+		g.goodTicks = 0
+		g.mu.Unlock()
+	}
 	began := g.o.Now()
 	g.inFlight.Add(1)
 	return func() {
@@ -204,12 +222,18 @@ func (g *Gate) observe(now time.Time, took time.Duration) {
 			g.floor = f
 		}
 	}
-	if g.slow*20 > g.published {
+	switch {
+	case g.slow*100 > g.published:
 		g.level = max(g.o.MinLevel, g.level/2)
-	} else if g.level < 1 {
+		g.goodTicks = 0
+	case g.goodTicks+1 < raiseAfter:
+		g.goodTicks++
+	case g.level < 1:
 		g.level = min(1, g.level*1.5)
-	} else {
+		g.goodTicks = 0
+	default:
 		g.level = min(float64(g.o.MaxLevel), g.level+1)
+		g.goodTicks = 0
 	}
 	g.levelGauge.Set(g.level)
 	g.tickStart, g.published, g.slow, g.fastest = now, 0, 0, 0

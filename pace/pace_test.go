@@ -83,6 +83,9 @@ func TestDeliveryIsHeldToTheLevelWhilePublishing(t *testing.T) {
 	g := newGate(t, Options{MaxLevel: 2, Quiet: time.Minute})
 	end := g.Publishing()
 	defer end()
+	g.mu.Lock()
+	g.level = 2
+	g.mu.Unlock()
 	if !g.Busy() {
 		t.Fatal("a publish request in progress: want busy")
 	}
@@ -93,9 +96,10 @@ func TestDeliveryIsHeldToTheLevelWhilePublishing(t *testing.T) {
 
 func TestLevelFollowsPublishLatency(t *testing.T) {
 	c := &clock{t: time.Unix(1_000_000, 0)}
-	g := newGate(t, Options{MaxLevel: 4, MinLevel: 0.1, Target: 10 * time.Millisecond, Tick: time.Hour, Now: c.now})
-	// publish runs one tick of n requests, slow of them over the target.
-	publish := func(n, slow int) {
+	g := newGate(t, Options{MaxLevel: 3, MinLevel: 0.1, Target: 10 * time.Millisecond, Tick: time.Hour,
+		Quiet: 2 * time.Hour, Now: c.now})
+	// tick runs one tick of n requests, slow of them over the target.
+	tick := func(n, slow int) {
 		for i := range n {
 			done := g.Publishing()
 			if i < slow {
@@ -108,33 +112,55 @@ func TestLevelFollowsPublishLatency(t *testing.T) {
 		c.add(time.Hour)
 		g.Publishing()() // closes the tick
 	}
+	good := func(ticks int) {
+		for range ticks {
+			tick(100, 0)
+		}
+	}
 	steps := []struct {
 		name      string
-		n, slow   int
+		run       func()
 		wantLevel float64
 	}{
-		{"slow tick halves the level", 100, 10, 2},
-		{"again", 100, 10, 1},
-		{"below one: a share of the time", 100, 10, 0.5},
-		{"floor", 100, 50, 0.25},
-		{"", 100, 50, 0.125},
-		{"clamped at MinLevel", 100, 50, 0.1},
-		{"one slow in twenty is fine: ×1.5 below one", 100, 5, 0.15},
-		{"", 100, 0, 0.225},
-		{"", 100, 0, 0.3375},
-		{"", 100, 0, 0.50625},
-		{"", 100, 0, 0.759375},
-		{"capped at one", 100, 0, 1},
-		{"above one: +1", 100, 0, 2},
-		{"", 100, 0, 3},
-		{"", 100, 0, 4},
-		{"capped at MaxLevel", 100, 0, 4},
+		{"publishing resumes: one unit at a time", func() { g.Publishing()() }, 1},
+		{"two slow in a hundred halve it", func() { tick(100, 2) }, 0.5},
+		{"again", func() { tick(100, 10) }, 0.25},
+		{"", func() { tick(100, 50) }, 0.125},
+		{"clamped at MinLevel", func() { tick(100, 50) }, 0.1},
+		{"one slow in a hundred is fine, but nine good ticks are not enough", func() { tick(100, 1); good(8) }, 0.1},
+		{"the tenth raises it: x1.5 below one", func() { good(1) }, 0.15},
+		{"a slow tick starts the count again", func() { tick(100, 5); good(9) }, 0.1},
+		{"", func() { good(1) }, 0.15},
+		{"below one: x1.5 a second", func() { good(10 * 4) }, 0.759375},
+		{"capped at one", func() { good(10) }, 1},
+		{"above one: +1 a second", func() { good(10) }, 2},
+		{"capped at MaxLevel", func() { good(10 * 3) }, 3},
 	}
 	for _, s := range steps {
-		publish(s.n, s.slow)
+		s.run()
 		if got := g.Level(); got < s.wantLevel-1e-9 || got > s.wantLevel+1e-9 {
 			t.Fatalf("%s: level %v, want %v", s.name, got, s.wantLevel)
 		}
+	}
+}
+
+func TestPublishingAfterQuietStartsFromOneUnit(t *testing.T) {
+	c := &clock{t: time.Unix(1_000_000, 0)}
+	g := newGate(t, Options{MaxLevel: 8, Quiet: time.Second, Now: c.now})
+	g.mu.Lock()
+	g.level = 8
+	g.mu.Unlock()
+	done := g.Publishing()
+	if got := g.Level(); got != 1 {
+		t.Fatalf("first publish after quiet: level %v, want 1", got)
+	}
+	g.mu.Lock()
+	g.level = 4
+	g.mu.Unlock()
+	done()
+	g.Publishing()() // still busy: the level stays
+	if got := g.Level(); got != 4 {
+		t.Fatalf("publish while busy: level %v, want 4", got)
 	}
 }
 
