@@ -120,27 +120,13 @@ type Child struct {
 
 // Child returns the definition of the child element with the given wire
 // name.
-func (t *Type) Child(name string) (Child, bool) {
-	if t == nil || len(t.slots) == 0 || len(name) == 0 {
-		return Child{}, false
-	}
-	n := len(name)
-	mask := uint32(len(t.slots) - 1)
-	i := childHash(n, name[0], name[n/2], name[n-1]) >> t.shift
-	for {
-		c := &t.slots[i]
-		if c.Name == name {
-			return *c, true
-		}
-		if c.Name == "" {
-			return Child{}, false
-		}
-		i = (i + 1) & mask
-	}
-}
+func (t *Type) Child(name string) (Child, bool) { return lookupChild(t, name) }
 
-// childBytes is Child for a name in a byte slice.
-func (t *Type) childBytes(name []byte) (Child, bool) {
+// childBytes is Child for a name in a byte slice (no string is made).
+func (t *Type) childBytes(name []byte) (Child, bool) { return lookupChild(t, name) }
+
+// lookupChild probes t's open-addressed child table.
+func lookupChild[S string | []byte](t *Type, name S) (Child, bool) {
 	if t == nil || len(t.slots) == 0 || len(name) == 0 {
 		return Child{}, false
 	}
