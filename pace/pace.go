@@ -10,7 +10,7 @@
 // adapts to what the machine can do rather than to a fixed share: every
 // tenth of a second in which publishing is busy it looks at how many
 // publish requests took longer than a target, and moves a level (additive
-// increase after a second without slow requests, multiplicative decrease
+// increase after five seconds without slow requests, multiplicative decrease
 // at once, as TCP does for a congestion window; publishing that resumes
 // after a quiet spell starts it from one). A level of n ≥ 1 lets n units of delivery work run at once; a
 // level below 1 lets one unit run at a time and rests after it, so that
@@ -89,11 +89,12 @@ type Gate struct {
 	admitted   *prometheus.CounterVec
 }
 
-// raiseAfter is how many good ticks in a row raise the level: one bad
-// tick lowers it. Measured at 1,000 events/s (BENCHMARKS.md), raising it
-// every good tick let delivery back in bursts that cost the p99 five times
-// over.
-const raiseAfter = 10
+// raiseAfter is how many good ticks in a row raise the level (5 s); one
+// bad tick lowers it. Each raise is a probe, and a probe that finds the
+// machine full costs the publishes of one slow tick: probing every tick
+// let delivery back in bursts (p99 103 ms at 1,000 events/s), every
+// second left p99 at 21 ms, every five seconds at 17 ms (BENCHMARKS.md).
+const raiseAfter = 50
 
 // floorTicks is how many ticks the floor remembers (5 s at the default
 // tick).

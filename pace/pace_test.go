@@ -127,14 +127,14 @@ func TestLevelFollowsPublishLatency(t *testing.T) {
 		{"again", func() { tick(100, 10) }, 0.25},
 		{"", func() { tick(100, 50) }, 0.125},
 		{"clamped at MinLevel", func() { tick(100, 50) }, 0.1},
-		{"one slow in a hundred is fine, but nine good ticks are not enough", func() { tick(100, 1); good(8) }, 0.1},
-		{"the tenth raises it: x1.5 below one", func() { good(1) }, 0.15},
-		{"a slow tick starts the count again", func() { tick(100, 5); good(9) }, 0.1},
+		{"one slow in a hundred is fine, but raiseAfter-1 good ticks are not enough", func() { tick(100, 1); good(raiseAfter - 2) }, 0.1},
+		{"the next raises it: x1.5 below one", func() { good(1) }, 0.15},
+		{"a slow tick starts the count again", func() { tick(100, 5); good(raiseAfter - 1) }, 0.1},
 		{"", func() { good(1) }, 0.15},
-		{"below one: x1.5 a second", func() { good(10 * 4) }, 0.759375},
-		{"capped at one", func() { good(10) }, 1},
-		{"above one: +1 a second", func() { good(10) }, 2},
-		{"capped at MaxLevel", func() { good(10 * 3) }, 3},
+		{"below one: x1.5 a raise", func() { good(raiseAfter * 4) }, 0.759375},
+		{"capped at one", func() { good(raiseAfter) }, 1},
+		{"above one: +1 a raise", func() { good(raiseAfter) }, 2},
+		{"capped at MaxLevel", func() { good(raiseAfter * 3) }, 3},
 	}
 	for _, s := range steps {
 		s.run()
