@@ -10,10 +10,11 @@
 // adapts to what the machine can do rather than to a fixed share: every
 // tenth of a second in which publishing is busy it looks at how many
 // publish requests took longer than a target, and moves a level (additive
-// increase after five seconds without slow requests, multiplicative decrease
-// at once, as TCP does for a congestion window; publishing that resumes
-// after a quiet spell starts it from one). A level of n ≥ 1 lets n units of delivery work run at once; a
-// level below 1 lets one unit run at a time and rests after it, so that
+// increase after five seconds without slow requests, multiplicative
+// decrease at once, as TCP does for a congestion window; publishing that
+// resumes after a quiet spell starts it from one). A level of n ≥ 1 lets n
+// units of delivery work run at once; a level below 1 lets one unit run at
+// a time and rests after it, so that
 // delivery takes that fraction of the wall clock. When publishing is quiet
 // nothing is held back.
 package pace
