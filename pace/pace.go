@@ -242,7 +242,7 @@ func (g *Gate) observe(now time.Time, took time.Duration) {
 	g.wakeLocked()
 }
 
-// limit is how many paced units may run at once.
+// limitLocked is how many paced units may run at once.
 func (g *Gate) limitLocked() int {
 	if g.level < 1 {
 		return 1
