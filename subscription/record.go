@@ -257,9 +257,22 @@ func (r *recReader) time() time.Time {
 		r.fail()
 		return time.Time{}
 	}
+	// Only what RFC 3339 could have carried in: a record with a year past
+	// 9999 or a zone a day or more off UTC was not written by this store,
+	// and would fail again when served as JSON.
+	if off <= -24*3600 || off >= 24*3600 {
+		r.fail()
+		return time.Time{}
+	}
 	t := time.Unix(sec, int64(nsec))
 	if off == 0 {
-		return t.UTC()
+		t = t.UTC()
+	} else {
+		t = t.In(time.FixedZone("", int(off)))
 	}
-	return t.In(time.FixedZone("", int(off)))
+	if y := t.Year(); y < 0 || y > 9999 {
+		r.fail()
+		return time.Time{}
+	}
+	return t
 }

@@ -111,6 +111,36 @@ func TestRecordDecodeCorrupt(t *testing.T) {
 	}
 }
 
+// TestRecordDecodeRefusesUnservableTimes: a time RFC 3339 cannot carry
+// (a year past 9999, a zone a day off UTC) marks a record this store did
+// not write; decoding it would only fail later, when served as JSON.
+func TestRecordDecodeRefusesUnservableTimes(t *testing.T) {
+	for name, end := range map[string]time.Time{
+		"year 10000":     time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		"year -1":        time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		"zone +24:00":    time.Date(2030, 1, 1, 0, 0, 0, 0, time.FixedZone("", 24*3600)),
+		"zone -25:00":    time.Date(2030, 1, 1, 0, 0, 0, 0, time.FixedZone("", -25*3600)),
+		"year 9999 late": time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("", -3600)),
+	} {
+		sub := recordCases(t)["generic"]
+		sub.End = end
+		raw, err := encodeSubscription(sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = decodeSubscription(raw)
+		if name == "year 9999 late" {
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Fatalf("%s: decoded", name)
+		}
+	}
+}
+
 // TestStoreMigratesSchema1: a schema-1 file (JSON records) opens under
 // schema 2 without a rewrite pass, reads and searches exactly as before,
 // and each record is rewritten in the binary encoding when it changes.
