@@ -286,6 +286,39 @@ func TestWebhookDeadLetterAndRetryAfter(t *testing.T) {
 	}
 }
 
+// TestReplayOfAReplayedDeadLetter: a second operator replaying from a list
+// taken before the first replay is told so, and nothing is sent twice.
+func TestReplayOfAReplayedDeadLetter(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int, _ *http.Request) (int, string) {
+		if n == 1 {
+			return 400, "" // rejected: dead-lettered at once
+		}
+		return 200, ""
+	})
+	nhs := validNHS(11)
+	e.subscribe(t, "rest-hook", rc.srv.URL, hookCriteria(nhs))
+	p := startPipeline(t, e, fast, BreakerConfig{})
+	emit(t, e.ns.JS, nhs, "ev-twice", 1)
+	rp := &Replayer{JS: e.ns.JS, Dead: p.st.Dead, Log: p.log, Subscriptions: e.store, Now: time.Now}
+	var listed []DeadLetter
+	waitFor(t, "dead letter after a 400", func() bool {
+		listed, _ = rp.DeadLetters(context.Background(), Query{})
+		return len(listed) == 1
+	})
+	if err := rp.Replay(context.Background(), listed[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := rp.Replay(context.Background(), listed[0]); !errors.Is(err, ErrReplayedAlready) {
+		t.Fatalf("second replay of the same dead letter: %v", err)
+	}
+	waitFor(t, "replayed delivery", func() bool { return len(rc.delivered()) == 1 })
+	time.Sleep(200 * time.Millisecond) // a second copy would arrive within the fast schedule
+	if n := len(rc.delivered()); n != 1 {
+		t.Fatalf("%d deliveries after two replays, want 1", n)
+	}
+}
+
 func TestReplayRefusedForInactiveSubscription(t *testing.T) {
 	e := newEnv(t)
 	rc := newReceiver(t, func(int, *http.Request) (int, string) { return 400, "" })

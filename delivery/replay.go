@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ems-broker/ems/delivery/mesh"
 	"github.com/ems-broker/ems/subscription"
 )
 
@@ -75,10 +76,21 @@ func (r *Replayer) DeadLetters(ctx context.Context, q Query) ([]DeadLetter, erro
 // within its end.
 var ErrNotReplayable = errors.New("no matched subscription is still active")
 
+// ErrReplayedAlready: the dead letter is gone, replayed since it was listed.
+var ErrReplayedAlready = errors.New("dead letter already replayed")
+
 // Replay puts one dead letter back as a new generation of its job, keeping
 // only the subscriptions still active and not past their end.
 func (r *Replayer) Replay(ctx context.Context, dl DeadLetter) error {
 	j := dl.job
+	// A dead letter listed earlier may have been replayed since, by another
+	// operator or a retried request: putting it back again would deliver
+	// it twice.
+	if _, err := r.Dead.GetMsg(ctx, dl.Seq); errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("replaying %s: %w", j.ID, ErrReplayedAlready)
+	} else if err != nil {
+		return fmt.Errorf("replaying %s: reading its dead letter: %w", j.ID, err)
+	}
 	now := r.Now()
 	var keep []MatchInfo
 	for _, m := range j.Matches {
@@ -105,7 +117,9 @@ func (r *Replayer) Replay(ctx context.Context, dl DeadLetter) error {
 	if _, err := r.JS.PublishMsg(ctx, j.Msg()); err != nil {
 		return fmt.Errorf("replaying %s: %w", j.ID, err)
 	}
-	if err := r.Dead.DeleteMsg(ctx, dl.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	// A replay racing this one past the check above removed it first; the
+	// job is back on the deliveries stream either way.
+	if err := r.Dead.DeleteMsg(ctx, dl.Seq); err != nil && !mesh.DeletedAlready(err) {
 		return fmt.Errorf("replayed %s but could not remove its dead letter: %w", j.ID, err)
 	}
 	return nil

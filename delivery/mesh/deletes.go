@@ -123,7 +123,7 @@ func (s *Store) deleteBatch(ctx context.Context, older, newer []uint64, all bool
 	for _, seq := range older {
 		s.singleDeletes.Add(1)
 		s.metrics.deletes.WithLabelValues("single").Inc()
-		if err := s.stream.DeleteMsg(ctx, seq); err != nil && !deletedAlready(err) {
+		if err := s.stream.DeleteMsg(ctx, seq); err != nil && !DeletedAlready(err) {
 			// The message stays hidden here; the next start's check
 			// finishes its delete.
 			s.log.Warn("deleting an acknowledged MESH message", "seq", seq, "err", err)

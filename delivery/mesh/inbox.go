@@ -515,7 +515,7 @@ func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time)
 	}
 	err := s.stream.DeleteMsg(ctx, seq)
 	switch {
-	case deletedAlready(err):
+	case DeletedAlready(err):
 		// Deleted meanwhile: acknowledged on another node (the index
 		// had not heard yet) or by a concurrent call here.
 		return e == nil, nil
@@ -535,14 +535,14 @@ func (s *Store) Oldest(ctx context.Context, mailbox string) (time.Time, error) {
 	return msgs[0].Stored, nil
 }
 
-// deletedAlready reports whether a DeleteMsg failed only because the
-// message was no longer there. nats.go answers that as
+// DeletedAlready reports whether a JetStream DeleteMsg failed only because
+// the message was no longer there. nats.go answers that as
 // ErrMsgDeleteUnsuccessful with the server's error flattened into the
 // text, not as ErrMsgNotFound: "no message found" (10057) when the store
 // says so, "sequence N not found" (10043) when the removal found nothing
 // to remove. A second acknowledgement racing another node's, before this
 // node's index heard of the first, got a 500 for an idempotent call.
-func deletedAlready(err error) bool {
+func DeletedAlready(err error) bool {
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return true
 	}

@@ -493,7 +493,7 @@ func TestDeletedAlready(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.stream.DeleteMsg(ctx, 1)
-	if err == nil || !deletedAlready(err) {
+	if err == nil || !DeletedAlready(err) {
 		t.Fatalf("second delete: %v not recognised as already deleted", err)
 	}
 	// An interior message (others before and after it) answers another
@@ -504,10 +504,10 @@ func TestDeletedAlready(t *testing.T) {
 	if err := s.stream.DeleteMsg(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.stream.DeleteMsg(ctx, 3); err == nil || !deletedAlready(err) {
+	if err := s.stream.DeleteMsg(ctx, 3); err == nil || !DeletedAlready(err) {
 		t.Fatalf("second delete of an interior message: %v not recognised as already deleted", err)
 	}
-	if deletedAlready(errors.New("timeout")) || deletedAlready(nil) {
+	if DeletedAlready(errors.New("timeout")) || DeletedAlready(nil) {
 		t.Fatal("other errors are not 'already deleted'")
 	}
 }
