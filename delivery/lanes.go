@@ -486,7 +486,8 @@ const maxLookAhead = 32
 // has been fanned out: the fan-out's ack floor is past it, or no event of
 // the patient lies between the floor and j's; (2) no job of the key that
 // the lane has not received yet is for an earlier event: read on the
-// stream, up to where the stream ended when (1) held.
+// stream, up to where the stream ended when (1) held; (3) none of those
+// the lane has received is still in the ordering index ahead of j.
 func (d *Dispatcher) predecessorsKnown(ctx context.Context, j *Job) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -513,27 +514,33 @@ func (d *Dispatcher) predecessorsKnown(ctx context.Context, j *Job) (bool, error
 	lane := laneOfToken(EndpointToken(j.Channel, j.Endpoint))
 	next := d.seen[lane].Load() + 1
 	subject := j.Subject()
+	// The look-ahead is bounded: a deeper backlog's jobs are later ones in
+	// all but the rarest interleavings (docs/cluster.md).
+scan:
 	for range maxLookAhead {
 		if next > h.last {
-			return true, nil
+			break
 		}
 		m, err := d.deliveries.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
-			return true, nil
+			break scan
 		case err != nil:
 			return false, fmt.Errorf("reading the key's jobs not yet received: %w", err)
 		case m.Sequence > h.last:
-			return true, nil
+			break scan
 		}
 		if seq, _ := strconv.ParseUint(m.Header.Get(HeaderEventSeq), 10, 64); seq < j.EventSeq {
 			return false, nil // stored after j, for an earlier event: wait until the lane has it
 		}
 		next = m.Sequence + 1
 	}
-	// A backlog deeper than the look-ahead: its jobs are later ones in
-	// all but the rarest interleavings (docs/cluster.md).
-	return true, nil
+	// The earlier jobs at or below seen entered the ordering index before
+	// seen was read above, but turn looked at the index before that: one
+	// the lane received meanwhile (a common case under load, when the
+	// lane's reads lag the fan-out) is ahead of j, and turn waits for it.
+	blocked, _, _ := d.blocked(j, d.o.Now())
+	return !blocked, nil
 }
 
 // LaneHolders reads who holds each lane's lease (bucket "" = the

@@ -318,13 +318,17 @@ func lanesNode(t *testing.T, ns *testnats.Server, node string, fail *atomic.Bool
 	return stop
 }
 
-func publishHookJob(t *testing.T, js jetstream.JetStream, endpoint, nhs string, seq int) {
-	t.Helper()
-	j := &Job{ID: fmt.Sprintf("ev-%s-%d.%s", nhs, seq, EndpointToken(subscription.ChannelRestHook, endpoint)),
+// hookJob is the webhook job of event seq (patient nhs) to endpoint.
+func hookJob(endpoint, nhs string, seq int) *Job {
+	return &Job{ID: fmt.Sprintf("ev-%s-%d.%s", nhs, seq, EndpointToken(subscription.ChannelRestHook, endpoint)),
 		Channel: subscription.ChannelRestHook, Endpoint: endpoint, NHSNumber: nhs, EventID: fmt.Sprintf("ev-%s-%d", nhs, seq),
 		EventSeq: uint64(seq), EventCode: "pds-change-of-gp-1", Matches: []MatchInfo{{Subscription: "s", Kind: "explicit"}},
 		Headers: []string{"X-Nhs: " + nhs, "X-Seq: " + strconv.Itoa(seq)}, ContentType: "application/fhir+xml", Body: []byte("<Bundle/>")}
-	if _, err := js.PublishMsg(context.Background(), j.Msg()); err != nil {
+}
+
+func publishHookJob(t *testing.T, js jetstream.JetStream, endpoint, nhs string, seq int) {
+	t.Helper()
+	if _, err := js.PublishMsg(context.Background(), hookJob(endpoint, nhs, seq).Msg()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -493,6 +497,51 @@ func TestLanesOrderWhenFanoutRaces(t *testing.T) {
 		if !slices.IsSorted(seqs) {
 			t.Errorf("patient %s: out of event order: %v", nhs, seqs)
 		}
+	}
+}
+
+// The race behind TestLanesOrderWhenFanoutRaces, played step by step:
+// turn found j's order key free, then, while predecessorsKnown read the
+// fan-out and the stream, the lane received j's predecessors (seen moved
+// past them). They are in the ordering index now, not on the stream
+// beyond seen: j must still wait for them.
+func TestLanesPredecessorEnteredDuringCheck(t *testing.T) {
+	ns := testnats.Start(t, "")
+	const endpoint, events = "http://127.0.0.1:9/hook", 3
+	nhs := validNHS(3)
+	fanout(t, ns, laneStreams(t, ns), endpoint, events, func(int) string { return nhs }, false)
+	var never atomic.Bool
+	lo := testLaneOptions(ns, "a", &never)
+	dlog, err := NewLog(testnats.Bolt(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDispatcher(context.Background(), DispatcherOptions{JS: ns.JS, Log: dlog, Lanes: &lo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	last := hookJob(endpoint, nhs, events)
+	lane := LaneOf(last.Channel, last.Endpoint)
+	d.enter(last)
+	if ok, err := d.predecessorsKnown(ctx, last); err != nil || ok {
+		t.Fatalf("earlier jobs on the stream, not received: known %v, %v; want false", ok, err)
+	}
+	// The lane receives every job (stream sequences 1..events) meanwhile.
+	var earlier []*Job
+	for seq := 1; seq < events; seq++ {
+		earlier = append(earlier, hookJob(endpoint, nhs, seq))
+		d.enter(earlier[len(earlier)-1])
+	}
+	d.seen[lane].Store(events)
+	if ok, err := d.predecessorsKnown(ctx, last); err != nil || ok {
+		t.Fatalf("earlier jobs in the ordering index: known %v, %v; want false", ok, err)
+	}
+	for _, j := range earlier {
+		d.leave(j)
+	}
+	if ok, err := d.predecessorsKnown(ctx, last); err != nil || !ok {
+		t.Fatalf("earlier jobs finished: known %v, %v; want true", ok, err)
 	}
 }
 
