@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -94,8 +95,41 @@ func entryOf(sub *Subscription) MatchEntry {
 	c := sub.Criteria
 	return MatchEntry{Kind: c.Kind, Rule: c.Rule, Organisation: c.Organisation,
 		HasAgeLT: c.HasAgeLT, HasAgeGT: c.HasAgeGT, AgeLT: c.AgeLT, AgeGT: c.AgeGT,
-		Registration: c.Registration, End: sub.End, Tag: c.Tag, Owner: sub.Owner,
+		Registration: c.Registration, End: indexEnd(sub.End), Tag: c.Tag, Owner: sub.Owner,
 		ChannelType: sub.Channel.Type, Endpoint: sub.Channel.Endpoint, Payload: sub.Channel.Payload}
+}
+
+// Both indexes that hold an end (the match entry here, the expiry index in
+// store.go) keep it as int64 Unix nanoseconds, which cover only
+// 1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z, while a
+// client may send any future instant up to 9999. UnixNano of a time outside
+// that range is undefined (it wraps: an end in 2263 read back as 1678, so
+// the subscription never matched). The indexes therefore hold an end
+// clamped to the range: every end inside it is encoded exactly as before
+// (no format change), and one after 2262 acts as the last representable
+// instant for matching and expiry. The record keeps the end as sent.
+var (
+	firstIndexEnd = time.Unix(0, math.MinInt64).UTC()
+	lastIndexEnd  = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// indexEnd is the end the indexes hold for end (the zero time, no end,
+// stays zero).
+func indexEnd(end time.Time) time.Time {
+	switch {
+	case end.IsZero():
+		return end
+	case end.Before(firstIndexEnd):
+		return firstIndexEnd
+	case end.After(lastIndexEnd):
+		return lastIndexEnd
+	}
+	return end
+}
+
+// indexNanos is indexEnd as Unix nanoseconds, which cannot overflow.
+func indexNanos(t time.Time) int64 {
+	return indexEnd(t).UnixNano()
 }
 
 // matchEntryVersion is the first byte of a match index value.
@@ -118,7 +152,7 @@ func encodeMatchEntry(e MatchEntry) []byte {
 	b = binary.AppendUvarint(b, uint64(e.AgeGT))
 	var end int64
 	if !e.End.IsZero() {
-		end = e.End.UnixNano()
+		end = indexNanos(e.End)
 	}
 	b = binary.AppendVarint(b, end)
 	for _, s := range []string{string(e.Rule), e.Organisation, e.Tag, e.Owner, e.ChannelType, e.Endpoint, e.Payload} {

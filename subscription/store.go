@@ -27,7 +27,7 @@ var (
 	bucketEndpoint = []byte("subscription.idx.endpoint") // endpoint 0 id
 	bucketStatus   = []byte("subscription.idx.status")   // status 0 id
 	bucketDup      = []byte("subscription.idx.dup")      // owner 0 endpoint 0 sha256(normalised criteria)[:16] id (not off)
-	bucketEnd      = []byte("subscription.idx.end")      // end unix-nanos (8 bytes) id (not off)
+	bucketEnd      = []byte("subscription.idx.end")      // indexNanos(end) (8 bytes) id (not off)
 
 	indexBuckets = [][]byte{bucketExplicit, bucketGeneric, bucketOwner, bucketEndpoint, bucketStatus, bucketDup, bucketEnd}
 
@@ -41,7 +41,12 @@ var (
 // Version 2 writes primary records in the compact binary encoding
 // (record.go); version 1 wrote JSON. A program that knows only version 1
 // could not read the new records, so the version says so.
-const SchemaVersion = 2
+//
+// Version 3 indexes an end outside the int64-nanosecond range as the
+// range's limit (indexEnd); version 2 wrapped it. A version-2 program would
+// unindex such a subscription under keys version 3 never wrote, leaving
+// stale entries, so it must refuse the file.
+const SchemaVersion = 3
 
 // migrations[v] upgrades a file from schema v to v+1 inside one
 // transaction. Version 0 is an empty file.
@@ -61,6 +66,51 @@ var migrations = map[int]func(tx *bolt.Tx) error{
 	// cannot hand back to the file system anyway (it never shrinks a file;
 	// `bbolt compact` does, offline).
 	1: func(*bolt.Tx) error { return nil },
+	2: reindexFarEnds,
+}
+
+// reindexFarEnds replaces the index entries schema 2 wrote for ends
+// outside the int64-nanosecond range: their end key sat wherever UnixNano
+// wrapped to, and their match entries held the wrapped end. Only a
+// subscription in the end index can have either (an off one has no end key
+// and no match entries), so the step reads those records rather than all of
+// them, deletes the end key actually stored and indexes the record again,
+// which rewrites its match entries in place (their keys hold no end).
+func reindexFarEnds(tx *bolt.Tx) error {
+	type stale struct {
+		key []byte
+		sub *Subscription
+	}
+	var found []stale
+	err := tx.Bucket(bucketEnd).ForEach(func(k, _ []byte) error {
+		if len(k) < 8 {
+			return fmt.Errorf("end index key %x is shorter than 8 bytes", k)
+		}
+		sub, err := getTx(tx, string(k[8:]))
+		if errors.Is(err, ErrNotFound) {
+			return nil // not this step's business (ExpireDue skips it too)
+		}
+		if err != nil {
+			return err
+		}
+		if !sub.End.IsZero() && !bytes.Equal(k, endKey(sub.End, sub.ID)) {
+			// bbolt forbids writing a bucket while iterating it.
+			found = append(found, stale{bytes.Clone(k), sub})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading the end index: %w", err)
+	}
+	for _, f := range found {
+		if err := tx.Bucket(bucketEnd).Delete(f.key); err != nil {
+			return fmt.Errorf("unindexing the end of %s: %w", f.sub.ID, err)
+		}
+		if err := index(tx, f.sub); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // StoreOptions configure a Store.
@@ -379,7 +429,7 @@ func key(parts ...string) []byte {
 }
 
 func endKey(end time.Time, id string) []byte {
-	return append(u64(uint64(end.UnixNano())), id...)
+	return append(u64(uint64(indexNanos(end))), id...)
 }
 
 // indexKeys lists every (bucket, key, value) a subscription is indexed
@@ -688,7 +738,7 @@ func (s *Store) History(id string) ([]HistoryEntry, error) {
 func (s *Store) ExpireDue(now time.Time, actor string) ([]string, error) {
 	var due []string
 	err := s.db.View(func(tx *bolt.Tx) error {
-		limit := u64(uint64(now.UnixNano()))
+		limit := u64(uint64(indexNanos(now)))
 		c := tx.Bucket(bucketEnd).Cursor()
 		for k, _ := c.First(); k != nil && bytes.Compare(k[:8], limit) <= 0; k, _ = c.Next() {
 			due = append(due, string(k[8:]))
@@ -707,7 +757,9 @@ func (s *Store) ExpireDue(now time.Time, actor string) ([]string, error) {
 		if err != nil {
 			return done, err
 		}
-		if !sub.Ended(now) || sub.Status == StatusOff {
+		// The index end, not sub.Ended: an end after 2262 stops
+		// matching at the last index instant, so it expires then too.
+		if sub.End.IsZero() || now.Before(indexEnd(sub.End)) || sub.Status == StatusOff {
 			continue
 		}
 		if _, err := s.SetStatus(id, StatusOff, actor, "end "+sub.End.Format(time.RFC3339)+" passed"); err != nil {
