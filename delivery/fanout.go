@@ -296,7 +296,8 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i][0]+keys[i][1] < keys[j][0]+keys[j][1] })
 
-	var xmlBody []byte // converted once, for every mailbox
+	var mailBody []byte // converted to XML and encoded once, for every mailbox
+	var mailEncoding string
 	var futures []jetstream.PubAckFuture
 	var mailed []*endpointGroup // futures[i]'s group when a mailbox, else nil
 	for _, k := range keys {
@@ -309,14 +310,16 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 				f.o.Metrics.deliveries.WithLabelValues(g.channel, "unroutable", eventCode).Inc()
 				continue
 			}
-			if xmlBody == nil {
-				if format == fhir.FormatXML {
-					xmlBody = body // unchanged, byte for byte
-				} else if xmlBody, err = fhir.Marshal(bundle, fhir.FormatXML, false); err != nil {
-					return fmt.Errorf("converting event %s to XML: %w", eventID, err)
+			if mailBody == nil {
+				xmlBody := body // unchanged, byte for byte
+				if format != fhir.FormatXML {
+					if xmlBody, err = fhir.Marshal(bundle, fhir.FormatXML, false); err != nil {
+						return fmt.Errorf("converting event %s to XML: %w", eventID, err)
+					}
 				}
+				mailBody, mailEncoding = mesh.EncodeBody(xmlBody)
 			}
-			msg = f.meshMsg(h, g, xmlBody, seq)
+			msg = f.meshMsg(h, g, mailBody, mailEncoding, seq)
 		case subscription.ChannelRestHook:
 			job := &Job{ID: JobID(eventID, g.channel, g.endpoint), Channel: g.channel, Endpoint: g.endpoint,
 				Payload: g.payload, Matches: g.matches, Headers: f.hookHeaders(g.subIDs),
@@ -375,7 +378,7 @@ func (f *Fanout) Process(ctx context.Context, h nats.Header, body []byte, seq ui
 }
 
 // meshMsg is the built-in mailbox message: storing it is the delivery.
-func (f *Fanout) meshMsg(h nats.Header, g *endpointGroup, xmlBody []byte, seq uint64) *nats.Msg {
+func (f *Fanout) meshMsg(h nats.Header, g *endpointGroup, body []byte, encoding string, seq uint64) *nats.Msg {
 	eventID := h.Get(fhir.HeaderMessageID)
 	received, err := time.Parse(time.RFC3339Nano, h.Get(fhir.HeaderReceivedAt))
 	if err != nil {
@@ -400,8 +403,9 @@ func (f *Fanout) meshMsg(h nats.Header, g *endpointGroup, xmlBody []byte, seq ui
 	out.Set(fhir.HeaderEventCode, h.Get(fhir.HeaderEventCode))
 	out.Set(fhir.HeaderNHSNumber, h.Get(fhir.HeaderNHSNumber))
 	out.Set(HeaderEventSeq, strconv.FormatUint(seq, 10))
+	out.Set(mesh.HeaderBodyEncoding, encoding)
 	out.Set(nats.MsgIdHdr, id)
-	return &nats.Msg{Subject: mesh.Subject(g.endpoint, id), Header: out, Data: xmlBody}
+	return &nats.Msg{Subject: mesh.Subject(g.endpoint, id), Header: out, Data: body}
 }
 
 // hookHeaders collects channel.header of the matched subscriptions (the

@@ -157,6 +157,13 @@ func TestFanoutOneCopyPerEndpoint(t *testing.T) {
 	if string(m1.Body) != string(xmlBody) {
 		t.Fatal("XML-published body not delivered byte-identical")
 	}
+	if stored, err := e.ns.JS.Stream(ctx, mesh.DefaultStream); err != nil {
+		t.Fatal(err)
+	} else if raw, err := stored.GetMsg(ctx, m1.Seq); err != nil {
+		t.Fatal(err)
+	} else if raw.Header.Get(mesh.HeaderBodyEncoding) == "" || len(raw.Data) >= len(xmlBody)/2 {
+		t.Fatalf("inbox stores %d bytes (encoding %q) for a %d-byte bundle", len(raw.Data), raw.Header.Get(mesh.HeaderBodyEncoding), len(xmlBody))
+	}
 	want := s1 + "|team-a~~~" + s2 + "|team-b"
 	if s1 > s2 {
 		want = s2 + "|team-b~~~" + s1 + "|team-a"

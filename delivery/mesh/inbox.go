@@ -233,10 +233,22 @@ func (s *Store) acked(ctx context.Context, mailbox, id string) (bool, error) {
 	return true, nil
 }
 
+// toMessage is a stored message without its body (what listing needs).
 func toMessage(mb string, m *jetstream.RawStreamMsg) *Message {
 	id := m.Subject[len(SubjectPrefix)+len(mb)+1:]
 	return &Message{ID: id, Mailbox: mb, Seq: m.Sequence, Stored: m.Time, Header: m.Header,
-		Body: m.Data, Workflow: m.Header.Get("Mex-WorkflowID")}
+		Workflow: m.Header.Get("Mex-WorkflowID")}
+}
+
+// toMessageWithBody is a stored message with its body as published.
+func toMessageWithBody(mb string, m *jetstream.RawStreamMsg) (*Message, error) {
+	msg := toMessage(mb, m)
+	body, err := decodeBody(m.Header, m.Data)
+	if err != nil {
+		return nil, fmt.Errorf("reading message %s of %s: %w", msg.ID, mb, err)
+	}
+	msg.Body = body
+	return msg, nil
 }
 
 // Get returns one message of a mailbox.
@@ -286,7 +298,7 @@ func (s *Store) getStreams(ctx context.Context, mailbox, id string) (*Message, e
 	if err != nil {
 		return nil, fmt.Errorf("reading message %s of %s: %w", id, mailbox, err)
 	}
-	return toMessage(mailbox, m), nil
+	return toMessageWithBody(mailbox, m)
 }
 
 // getIndexed reads the message of e by its sequence; nil, nil when it is not
@@ -308,7 +320,7 @@ func (s *Store) getIndexed(ctx context.Context, e *entry, checked bool) (*Messag
 	if err != nil || raw.Subject != Subject(mailbox, e.id) {
 		return nil, nil
 	}
-	return toMessage(mailbox, raw), nil
+	return toMessageWithBody(mailbox, raw)
 }
 
 // check reads the acknowledgements stream once for e: an acknowledged
@@ -439,7 +451,6 @@ func (s *Store) scan(ctx context.Context, mailbox string, seq uint64, limit int,
 		if len(msgs) == limit {
 			return msgs, true, nil
 		}
-		m.Body = nil // listing never needs the bodies
 		msgs = append(msgs, m)
 	}
 }
