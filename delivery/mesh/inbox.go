@@ -291,7 +291,7 @@ func (s *Store) getStreams(ctx context.Context, mailbox, id string) (*Message, e
 	} else if gone {
 		return nil, ErrGone
 	}
-	m, err := s.stream.GetLastMsgForSubject(ctx, Subject(mailbox, id))
+	m, err := s.readMsg(ctx, 0, Subject(mailbox, id))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, ErrNotFound
 	}
@@ -302,8 +302,7 @@ func (s *Store) getStreams(ctx context.Context, mailbox, id string) (*Message, e
 }
 
 // getIndexed reads the message of e by its sequence; nil, nil when it is not
-// there (acknowledged on another node, re-stored, purged, or, in a cluster,
-// a replica answering that has not stored it yet).
+// there (acknowledged on another node, re-stored, purged).
 func (s *Store) getIndexed(ctx context.Context, e *entry, checked bool) (*Message, error) {
 	mailbox := e.box.name
 	if !checked {
@@ -313,7 +312,7 @@ func (s *Store) getIndexed(ctx context.Context, e *entry, checked bool) (*Messag
 			return nil, ErrGone
 		}
 	}
-	raw, err := s.stream.GetMsg(ctx, e.seq)
+	raw, err := s.readMsg(ctx, e.seq, "")
 	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, fmt.Errorf("reading message %s of %s: %w", e.id, mailbox, err)
 	}
@@ -496,7 +495,7 @@ func (s *Store) ackFirst(ctx context.Context, mailbox, id string, now time.Time)
 		if gone, err := s.acked(ctx, mailbox, id); err != nil || gone {
 			return false, err
 		}
-		m, err := s.stream.GetLastMsgForSubject(ctx, Subject(mailbox, id))
+		m, err := s.readMsg(ctx, 0, Subject(mailbox, id))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return false, ErrNotFound
 		}
