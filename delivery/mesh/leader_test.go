@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
+	"net/url"
 	"testing"
 	"time"
 
@@ -57,9 +57,22 @@ func TestReadLeader(t *testing.T) {
 	}
 }
 
-// startCluster runs three clustered JetStream servers and returns their
-// client URLs.
+// startCluster runs three clustered JetStream servers and returns them
+// and their client URLs.
 func startCluster(t *testing.T) (srvs []*server.Server, urls []string) {
+	t.Helper()
+	// The route ports are picked before the servers listen on them, so
+	// another test may take one meanwhile: start again on fresh ones.
+	for range 5 {
+		if srvs, urls = tryCluster(t); srvs != nil {
+			return srvs, urls
+		}
+	}
+	t.Fatal("nats cluster not ready")
+	return nil, nil
+}
+
+func tryCluster(t *testing.T) (srvs []*server.Server, urls []string) {
 	t.Helper()
 	port := func() int {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -69,31 +82,38 @@ func startCluster(t *testing.T) (srvs []*server.Server, urls []string) {
 		defer l.Close()
 		return l.Addr().(*net.TCPAddr).Port
 	}
-	var routes []string
+	var routes []*url.URL
 	var opts []*server.Options
 	for i := range 3 {
-		o := &server.Options{ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: port(),
+		o := &server.Options{ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
 			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
 			Cluster: server.ClusterOpts{Name: "mesh", Host: "127.0.0.1", Port: port()}}
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.Cluster.Port))
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", o.Cluster.Port)})
 		opts = append(opts, o)
 	}
 	for _, o := range opts {
-		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		o.Routes = routes
 		s, err := server.NewServer(o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		go s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 		srvs = append(srvs, s)
+	}
+	stop := func() {
+		for _, s := range srvs {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
 	}
 	for _, s := range srvs {
 		if !s.ReadyForConnections(20 * time.Second) {
-			t.Fatal("nats not ready")
+			stop()
+			return nil, nil
 		}
+		urls = append(urls, s.ClientURL())
 	}
+	t.Cleanup(stop)
 	return srvs, urls
 }
 
