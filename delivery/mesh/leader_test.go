@@ -136,7 +136,7 @@ func connectJS(t *testing.T, url string) jetstream.JetStream {
 // stored it: retrieving each message the moment this node lists it must
 // still find it, and it stays listed (TestClusterSharedRefdata once got a
 // 404 for a message it had just listed). Each message is published through
-// the leader's server; the Store is on a follower's.
+// the leader's server; a Store on each follower's retrieves it.
 func TestRetrieveAsSoonAsListedOnAFollower(t *testing.T) {
 	srvs, urls := startCluster(t)
 	ctx := context.Background()
@@ -154,20 +154,20 @@ func TestRetrieveAsSoonAsListedOnAFollower(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader := info.CachedInfo().Cluster.Leader
-	var leaderURL, followerURL string
-	for i, s := range srvs {
-		if s.Name() == leader {
-			leaderURL = urls[i]
-		} else {
-			followerURL = urls[i]
+	var pub jetstream.JetStream
+	var stores []*Store // one on each follower: each index's consumer may be on any replica
+	for i, srv := range srvs {
+		if srv.Name() == leader {
+			pub = connectJS(t, urls[i])
+			continue
 		}
+		s, err := NewStore(ctx, connectJS(t, urls[i]), StreamConfig{Replicas: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runIndex(t, s)
+		stores = append(stores, s)
 	}
-	pub := connectJS(t, leaderURL)
-	s, err := NewStore(ctx, connectJS(t, followerURL), StreamConfig{Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runIndex(t, s)
 	const n = 100
 	for i := range n {
 		id := fmt.Sprintf("20261123000000%06d_A", i)
@@ -176,23 +176,25 @@ func TestRetrieveAsSoonAsListedOnAFollower(t *testing.T) {
 		if _, err := pub.PublishMsg(ctx, m); err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {
-			msgs, _, err := s.List(ctx, "MBX01", "", 500, nil)
-			if err != nil {
-				t.Fatal(err)
+		for f, s := range stores {
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {
+				msgs, _, err := s.List(ctx, "MBX01", "", 500, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(msgs) > 0 && msgs[len(msgs)-1].ID == id {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("follower %d: message %d not listed after 10 s", f, i)
+				}
 			}
-			if len(msgs) > 0 && msgs[len(msgs)-1].ID == id {
-				break
+			if _, err := s.Get(ctx, "MBX01", id); err != nil {
+				t.Fatalf("follower %d: retrieving message %d the moment it was listed: %v", f, i, err)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("message %d not listed after 10 s", i)
+			if msgs, _, err := s.List(ctx, "MBX01", "", 500, nil); err != nil || len(msgs) != i+1 {
+				t.Fatalf("follower %d: after retrieving message %d: %d listed, %v; want %d", f, i, len(msgs), err, i+1)
 			}
-		}
-		if _, err := s.Get(ctx, "MBX01", id); err != nil {
-			t.Fatalf("retrieving message %d the moment it was listed: %v", i, err)
-		}
-		if msgs, _, err := s.List(ctx, "MBX01", "", 500, nil); err != nil || len(msgs) != i+1 {
-			t.Fatalf("after retrieving message %d: %d listed, %v; want %d", i, len(msgs), err, i+1)
 		}
 	}
 }
