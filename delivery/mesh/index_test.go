@@ -461,16 +461,7 @@ func twoNodes(t *testing.T, ns *testnats.Server) (a, b *Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc2, err := nats.Connect("", nats.InProcessServer(ns.Srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc2.Close)
-	js2, err := jetstream.New(nc2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err = NewStore(ctx, js2, StreamConfig{}); err != nil {
+	if b, err = NewStore(ctx, ns.Connect(t), StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	runIndex(t, a)

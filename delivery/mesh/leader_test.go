@@ -117,20 +117,6 @@ func tryCluster(t *testing.T) (srvs []*server.Server, urls []string) {
 	return srvs, urls
 }
 
-func connectJS(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
 // In a cluster the index hears of a message from the stream's leader
 // (through its consumer) before the replica this node reads from has
 // stored it: retrieving each message the moment this node lists it must
@@ -142,14 +128,14 @@ func TestRetrieveAsSoonAsListedOnAFollower(t *testing.T) {
 	ctx := context.Background()
 	var err error
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if _, err = NewStore(ctx, connectJS(t, urls[0]), StreamConfig{Replicas: 3}); err == nil || time.Now().After(deadline) {
+		if _, err = NewStore(ctx, testnats.Connect(t, urls[0]), StreamConfig{Replicas: 3}); err == nil || time.Now().After(deadline) {
 			break // the cluster may not have a meta leader yet
 		}
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := connectJS(t, urls[0]).Stream(ctx, DefaultStream)
+	info, err := testnats.Connect(t, urls[0]).Stream(ctx, DefaultStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,10 +144,10 @@ func TestRetrieveAsSoonAsListedOnAFollower(t *testing.T) {
 	var stores []*Store // one on each follower: each index's consumer may be on any replica
 	for i, srv := range srvs {
 		if srv.Name() == leader {
-			pub = connectJS(t, urls[i])
+			pub = testnats.Connect(t, urls[i])
 			continue
 		}
-		s, err := NewStore(ctx, connectJS(t, urls[i]), StreamConfig{Replicas: 3})
+		s, err := NewStore(ctx, testnats.Connect(t, urls[i]), StreamConfig{Replicas: 3})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -34,16 +34,9 @@ func Start(t testing.TB, dir string) *Server {
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats not ready")
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Srv: srv, NC: nc, JS: js, Dir: dir}
+	s := &Server{Srv: srv, Dir: dir}
 	t.Cleanup(s.Stop)
+	s.NC, s.JS = connect(t, "", nats.InProcessServer(srv))
 	return s
 }
 
@@ -52,6 +45,35 @@ func (s *Server) Stop() {
 	s.NC.Close()
 	s.Srv.Shutdown()
 	s.Srv.WaitForShutdown()
+}
+
+// Connect opens another in-process connection to s, closed at cleanup: a
+// second node's own connection.
+func (s *Server) Connect(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	_, js := connect(t, "", nats.InProcessServer(s.Srv))
+	return js
+}
+
+// Connect opens a connection to the server at url, closed at cleanup.
+func Connect(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	_, js := connect(t, url)
+	return js
+}
+
+func connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
 
 // Bolt opens a bbolt file in a temp dir, closed at cleanup.
