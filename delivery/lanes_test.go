@@ -419,7 +419,22 @@ func TestLanesBreakerAcrossNodes(t *testing.T) {
 	lanesNode(t, ns, "a", &never, 1, br)
 	lanesNode(t, ns, "b", &never, 1, br)
 	dead := newLaneReceiver(t, func() bool { return true })
-	time.Sleep(time.Second) // both nodes hold lanes
+	// Wait until the lanes are split, not for a fixed time: a lane that
+	// moved while the jobs were sent would start its new owner's breaker
+	// afresh (CI once saw 4 requests).
+	var last string
+	var since time.Time
+	waitFor(t, "the lanes split between both nodes, unchanged for three renewals", func() bool {
+		h, err := LaneHolders(context.Background(), ns.JS, "")
+		if err != nil || len(h["a"]) == 0 || len(h["b"]) == 0 || len(h[""]) > 0 {
+			last = ""
+			return false
+		}
+		if now := fmt.Sprint(h); now != last {
+			last, since = now, time.Now()
+		}
+		return time.Since(since) > 900*time.Millisecond
+	})
 	for i := range 20 {
 		publishHookJob(t, ns.JS, dead.srv.URL, validNHS(100+i), i+1)
 	}
